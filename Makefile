@@ -1,0 +1,35 @@
+# llama-orch: `make run` starts orchd on its embedded demo; `make test` runs every test.
+GO      ?= go
+BIN     ?= bin
+# go test -race needs cgo.
+export CGO_ENABLED ?= 1
+
+.PHONY: run test build lint bench fuzz clean
+
+run: ## orchd on the embedded demo (two in-process llama.cpp fakes, key sk-demo)
+	$(GO) run ./cmd/orchd
+
+test: ## go vet + every test (unit, fuzz seeds, godog features) with the race detector
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 9m ./...
+
+build: ## all binaries into ./bin
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+lint: ## formatting and vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench: ## hot-path Go benchmarks (allocs/op, ns/op)
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./sse/ ./engines/... ./gateway/...
+
+FUZZTIME ?= 30s
+fuzz: ## run each fuzz target for FUZZTIME
+	@for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,290 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/llama-orch/llama-orch/engines"
+	"github.com/llama-orch/llama-orch/gateway/admission"
+	"github.com/llama-orch/llama-orch/gateway/tasklog"
+)
+
+// enqueueResponse is the 202 body (SPEC §3.1).
+type enqueueResponse struct {
+	TaskID           string `json:"task_id"`
+	QueuePosition    int    `json:"queue_position"`
+	PredictedStartMs int64  `json:"predicted_start_ms"`
+	BackoffMs        int64  `json:"backoff_ms"`
+}
+
+// estimatePromptTokens is the guardrail's prompt-size estimate: bytes divided
+// by chars_per_token, rounded up. It is deliberately simple and documented
+// in the README; real tokenizers differ by roughly ±30 % on English text.
+func estimatePromptTokens(prompt string, charsPerToken float64) int {
+	if charsPerToken <= 0 {
+		charsPerToken = 4
+	}
+	return int(math.Ceil(float64(len(prompt)) / charsPerToken))
+}
+
+func (s *Server) reject(ctx *fasthttp.RequestCtx, engine string, e *APIError) {
+	reason := reasonLabel(e.Code)
+	if e.PolicyLabel != "" {
+		reason = e.PolicyLabel
+	}
+	s.metrics.rejected(engine, reason)
+	writeError(ctx, e)
+}
+
+// handleEnqueue is POST /v1/tasks: every pre-admission check in SPEC §3.1
+// order, then the queue. With Accept: text/event-stream the answer is the
+// task's stream itself (one round trip).
+func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
+	pr, ok := s.require(ctx, RoleData)
+	if !ok {
+		reason := "forbidden"
+		if ctx.Response.StatusCode() == fasthttp.StatusUnauthorized {
+			reason = "unauthorized"
+		}
+		s.metrics.rejected(unknownLabel, reason)
+		return
+	}
+	if s.draining.Load() {
+		s.reject(ctx, unknownLabel, &APIError{Code: CodePoolUnready, Message: "orchd is shutting down and admits no new tasks", RetryAfterMs: 1000})
+		return
+	}
+	pt, aerr := parseTaskRequest(ctx.PostBody())
+	if aerr != nil {
+		s.reject(ctx, unknownLabel, aerr)
+		return
+	}
+	p, aerr := s.findPool(pt.ModelRef, pt.Engine)
+	if aerr != nil {
+		s.reject(ctx, pt.Engine, aerr)
+		return
+	}
+	// Lifecycle (MODEL_DEPRECATED) comes with the catalog; no model is
+	// deprecated before it exists.
+	if aerr := p.readiness(); aerr != nil {
+		s.reject(ctx, p.engine, aerr)
+		return
+	}
+	limit := p.ctxLimit()
+	reqCtx := limit
+	if pt.Ctx != nil {
+		if *pt.Ctx > limit {
+			s.reject(ctx, p.engine, &APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id,
+				Message: "ctx " + strconv.Itoa(*pt.Ctx) + " exceeds the model limit " + strconv.Itoa(limit) + " of pool " + p.id})
+			return
+		}
+		reqCtx = *pt.Ctx
+	}
+	est := estimatePromptTokens(*pt.Prompt, s.cfg.Admission.CharsPerToken)
+	if need := est + pt.maxTokens; need > reqCtx || need > s.cfg.Admission.MaxTokensLimit {
+		bound, what := reqCtx, "ctx"
+		if s.cfg.Admission.MaxTokensLimit < bound {
+			bound, what = s.cfg.Admission.MaxTokensLimit, "max_tokens_limit"
+		}
+		s.reject(ctx, p.engine, &APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id,
+			Message: "token budget exceeded: about " + strconv.Itoa(est) + " prompt tokens + max_tokens " + strconv.Itoa(pt.maxTokens) +
+				" > " + what + " " + strconv.Itoa(bound)})
+		return
+	}
+
+	key := taskKey{pr.Tenant, pt.TaskID}
+	if !s.tasks.reserve(key) {
+		s.reject(ctx, p.engine, &APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id, status: fasthttp.StatusConflict,
+			Message: "task_id " + pt.TaskID + " was already admitted; a task never runs twice"})
+		return
+	}
+	t := &task{
+		key:       key,
+		sessionID: pt.SessionID,
+		pool:      p,
+		prio:      pt.priority,
+		kvHint:    pt.KVHint,
+		log:       newTaskLog(),
+		req: engines.Request{
+			TaskID: pt.TaskID, SessionID: pt.SessionID, Model: p.cfg.Model, Prompt: *pt.Prompt,
+			MaxTokens: pt.maxTokens, Seed: pt.seed, Ctx: reqCtx, CachePrompt: pt.KVHint != "cold",
+		},
+	}
+	if pt.DeadlineMs != nil {
+		t.deadline = *pt.DeadlineMs
+	}
+	undoSession, aerr := s.sessions.reserve(t, pt.maxTokens)
+	if aerr != nil {
+		s.tasks.unreserve(key)
+		s.metrics.backpressure(p.engine, aerr.PolicyLabel)
+		s.reject(ctx, p.engine, aerr)
+		return
+	}
+	// Tenant quotas (§4.3) and deadline feasibility (§4.4) slot in here.
+
+	t.mu.Lock()
+	t.admittedAt = time.Now()
+	e, ahead, err := p.queue.Push(t.prio, t)
+	if err != nil {
+		t.mu.Unlock()
+		undoSession()
+		s.tasks.unreserve(key)
+		var full *admission.FullError
+		if !errors.As(err, &full) {
+			panic("BUG: gateway: unexpected queue error: " + err.Error())
+		}
+		s.metrics.backpressure(p.engine, full.Policy)
+		backoff := p.backoffMs()
+		s.reject(ctx, p.engine, &APIError{Code: CodeAdmissionReject, Engine: p.engine, PoolID: p.id, PolicyLabel: full.Policy,
+			Message:      "queue of pool " + p.id + " is full (" + strconv.Itoa(full.Queued) + " queued, capacity " + strconv.Itoa(full.Capacity) + ")",
+			RetryAfterMs: backoff, queuePosition: full.Queued, queueETAMs: p.predictStartMs(full.Queued)})
+		return
+	}
+	t.entry = e
+	t.queuePosition = ahead
+	t.predictedStartMs = p.predictStartMs(ahead)
+	s.tasks.add(t)
+	t.mu.Unlock()
+
+	s.metrics.enqueued(seriesLabels{engine: p.engine, poolID: p.id, priority: t.prio.String()})
+	s.taskLogger(t).Info("task admitted")
+	p.signal()
+
+	ctx.Response.Header.Set("X-Queue-Position", strconv.Itoa(t.queuePosition))
+	ctx.Response.Header.Set("X-Queue-ETA-Ms", strconv.FormatInt(t.predictedStartMs, 10))
+	if wantsStream(ctx) {
+		s.serveStream(ctx, t, -1)
+		return
+	}
+	var backoff int64
+	if t.predictedStartMs > 0 {
+		backoff = p.backoffMs()
+	}
+	writeJSON(ctx, fasthttp.StatusAccepted, enqueueResponse{
+		TaskID: pt.TaskID, QueuePosition: t.queuePosition, PredictedStartMs: t.predictedStartMs, BackoffMs: backoff,
+	})
+}
+
+func wantsStream(ctx *fasthttp.RequestCtx) bool {
+	return bytes.Contains(ctx.Request.Header.Peek(fasthttp.HeaderAccept), []byte("text/event-stream"))
+}
+
+// handleStream is GET /v1/tasks/{id}/stream.
+func (s *Server) handleStream(ctx *fasthttp.RequestCtx) {
+	pr, ok := s.require(ctx, RoleData)
+	if !ok {
+		return
+	}
+	t, ok := s.tasks.get(taskKey{pr.Tenant, ctx.UserValue("id").(string)})
+	if !ok {
+		writeError(ctx, &APIError{Code: CodeNotFound, Message: "unknown task id (or its log was dropped after task_retention_ms)"})
+		return
+	}
+	after := int64(-1)
+	if h := ctx.Request.Header.Peek("Last-Event-ID"); len(h) > 0 {
+		n, err := strconv.ParseInt(string(bytes.TrimSpace(h)), 10, 64)
+		if err != nil || n < 0 {
+			writeError(ctx, errInvalid("Last-Event-ID must be the non-negative integer id of an event of this stream"))
+			return
+		}
+		after = n
+	}
+	s.serveStream(ctx, t, after)
+}
+
+// serveStream answers with the task's SSE stream from event after+1.
+func (s *Server) serveStream(ctx *fasthttp.RequestCtx, t *task, after int64) {
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType("text/event-stream")
+	ctx.Response.Header.Set(fasthttp.HeaderCacheControl, "no-cache")
+	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	ctx.Response.ImmediateHeaderFlush = true
+	t.attach()
+	body := &streamBody{s: s, t: t, cur: t.log.Subscribe(after)}
+	ctx.Response.SetBodyStream(body, -1)
+}
+
+// streamBody writes a task's log to one client. fasthttp calls WriteTo on
+// the connection's own goroutine and turns each Write into one flushed HTTP
+// chunk, so a burst of events published together leaves in one write.
+type streamBody struct {
+	s       *Server
+	t       *task
+	cur     *tasklog.Cursor
+	pending []byte // Read's leftover
+	closed  bool
+}
+
+var pingComment = []byte(": ping\n\n")
+
+// SupportsBodyWriteTo lets fasthttp call WriteTo instead of Read.
+func (b *streamBody) SupportsBodyWriteTo() bool { return true }
+
+// WriteTo streams until the log's terminal event or a write error (the
+// client left: the reader detaches at once, STYLE.md fasthttp trap 2).
+func (b *streamBody) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	timer := time.NewTimer(b.s.keep)
+	defer timer.Stop()
+	for {
+		data, done := b.cur.Next()
+		if len(data) > 0 {
+			m, err := w.Write(data)
+			n += int64(m)
+			if err != nil {
+				return n, err
+			}
+		}
+		if done {
+			return n, nil
+		}
+		select {
+		case <-b.cur.Wake():
+		case <-timer.C:
+			m, err := w.Write(pingComment)
+			n += int64(m)
+			if err != nil {
+				return n, err
+			}
+			timer.Reset(b.s.keep)
+		}
+	}
+}
+
+// Read is required by io.Reader; fasthttp uses WriteTo. It serves the same
+// bytes (without keep-alives) for any other consumer.
+func (b *streamBody) Read(p []byte) (int, error) {
+	for {
+		if len(b.pending) > 0 {
+			n := copy(p, b.pending)
+			b.pending = b.pending[n:]
+			return n, nil
+		}
+		data, done := b.cur.Next()
+		if len(data) > 0 {
+			b.pending = data
+			continue
+		}
+		if done {
+			return 0, io.EOF
+		}
+		<-b.cur.Wake()
+	}
+}
+
+// Close detaches the reader; fasthttp calls it when the response is done or
+// the connection failed.
+func (b *streamBody) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	b.cur.Close()
+	b.t.detach(b.s)
+	return nil
+}

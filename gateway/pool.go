@@ -1,0 +1,338 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/llama-orch/llama-orch/balancer"
+	"github.com/llama-orch/llama-orch/engines"
+	"github.com/llama-orch/llama-orch/gateway/admission"
+	"github.com/llama-orch/llama-orch/gateway/config"
+)
+
+// AdapterFactory makes the adapter for one replica of an engine.
+type AdapterFactory func(engine, url string) (engines.Adapter, error)
+
+// replicaState is what the gateway knows of a replica beyond the balancer's
+// atomics: its adapter and what the engine reported.
+type replicaState struct {
+	adapter       engines.Adapter
+	configSlots   int
+	engineVersion atomic.Pointer[string]
+	ctxMax        atomic.Int64 // engine-reported per-request context, 0 = unknown
+	lastError     atomic.Pointer[string]
+	okRun, badRun int // health streaks, touched only by the health loop
+}
+
+// pool is one configured pool at run time.
+type pool struct {
+	cfg      config.Pool
+	id       string
+	engine   string
+	log      *zap.Logger
+	replicas []*balancer.Replica
+	states   []*replicaState
+	policy   balancer.Policy
+	queue    *admission.Queue[*task]
+	wake     chan struct{}
+
+	everReady atomic.Bool
+	// serviceMs is an EWMA of dispatch-to-end times (float64 bits), the basis
+	// of predicted_start_ms and of the 429 backoff.
+	serviceMs atomic.Uint64
+}
+
+// priorServiceMs is the service-time estimate before any task finished.
+const priorServiceMs = 1000.0
+
+func newPool(cfg config.Pool, weights config.Weights, factory AdapterFactory, log *zap.Logger) (*pool, error) {
+	qcfg := admission.Config{
+		Capacity: cfg.Queue.Capacity,
+		Policy:   cfg.Queue.FullPolicy,
+		Weights:  [admission.NumPriorities]float64{weights.Interactive, weights.Batch},
+	}
+	if pp := cfg.Queue.PerPriority; pp != nil {
+		qcfg.PerPriority = [admission.NumPriorities]int{pp.Interactive, pp.Batch}
+	}
+	q, err := admission.NewQueue[*task](qcfg)
+	if err != nil {
+		return nil, fmt.Errorf("pool %s: %w", cfg.ID, err)
+	}
+	p := &pool{
+		cfg:    cfg,
+		id:     cfg.ID,
+		engine: cfg.Engine,
+		log:    log.With(zap.String("pool_id", cfg.ID), zap.String("engine", cfg.Engine)),
+		policy: balancer.LeastLoaded{},
+		queue:  q,
+		wake:   make(chan struct{}, 1),
+	}
+	p.serviceMs.Store(math.Float64bits(priorServiceMs))
+	for i, rc := range cfg.Replicas {
+		a, err := factory(cfg.Engine, rc.URL)
+		if err != nil {
+			p.close()
+			return nil, fmt.Errorf("pool %s replica %s: %w", cfg.ID, rc.ID, err)
+		}
+		slots := rc.Slots
+		if slots <= 0 {
+			slots = 1 // until the engine's props say otherwise
+		}
+		p.replicas = append(p.replicas, balancer.NewReplica(i, rc.ID, rc.URL, slots))
+		p.states = append(p.states, &replicaState{adapter: a, configSlots: rc.Slots})
+	}
+	return p, nil
+}
+
+func (p *pool) close() {
+	for _, st := range p.states {
+		if c, ok := st.adapter.(engines.Closer); ok {
+			_ = c.Close()
+		}
+	}
+}
+
+// signal wakes the dispatcher.
+func (p *pool) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// readiness says whether the pool can admit (SPEC §3.1): nil, or the
+// POOL_UNREADY / POOL_UNAVAILABLE error.
+func (p *pool) readiness() *APIError {
+	for _, r := range p.replicas {
+		if r.Ready() {
+			return nil
+		}
+	}
+	if !p.everReady.Load() {
+		return &APIError{Code: CodePoolUnready, Message: "pool " + p.id + " is preloading: no replica has passed its health check yet", PoolID: p.id, Engine: p.engine, RetryAfterMs: int64(max(p.cfg.Timeouts.FirstTokenMs/10, 1000))}
+	}
+	msg := "pool " + p.id + " has no healthy replica"
+	if last := p.lastError(); last != "" {
+		msg += " (last error: " + last + ")"
+	}
+	return &APIError{Code: CodePoolUnavailable, Message: msg, PoolID: p.id, Engine: p.engine, RetryAfterMs: 1000}
+}
+
+func (p *pool) ready() bool { return p.readiness() == nil }
+
+func (p *pool) lastError() string {
+	for _, st := range p.states {
+		if e := st.lastError.Load(); e != nil && *e != "" {
+			return *e
+		}
+	}
+	return ""
+}
+
+// ctxLimit is the pool's model limit: the configured ctx, or the engine's
+// smaller per-slot context (SPEC §13).
+func (p *pool) ctxLimit() int {
+	limit := p.cfg.Ctx
+	for i, st := range p.states {
+		if !p.replicas[i].Ready() {
+			continue
+		}
+		if c := int(st.ctxMax.Load()); c > 0 && c < limit {
+			limit = c
+		}
+	}
+	return limit
+}
+
+// engineVersion is the version reported by the pool's replicas ("-" before
+// any reported one).
+func (p *pool) engineVersion() string {
+	for _, st := range p.states {
+		if v := st.engineVersion.Load(); v != nil && *v != "" {
+			return *v
+		}
+	}
+	return unknownLabel
+}
+
+func (p *pool) replicaVersion(i int) string {
+	if v := p.states[i].engineVersion.Load(); v != nil && *v != "" {
+		return *v
+	}
+	return "unknown"
+}
+
+// capacity returns total and free slots over ready replicas.
+func (p *pool) capacity() (total, free int) {
+	for _, r := range p.replicas {
+		if !r.Ready() {
+			continue
+		}
+		s := r.Slots()
+		total += s
+		free += max(s-r.InFlight(), 0)
+	}
+	return total, free
+}
+
+func (p *pool) serviceEstimateMs() float64 { return math.Float64frombits(p.serviceMs.Load()) }
+
+// observeService folds one finished task's service time into the EWMA.
+func (p *pool) observeService(ms float64) {
+	const alpha = 0.2
+	for {
+		old := p.serviceMs.Load()
+		v := (1-alpha)*math.Float64frombits(old) + alpha*ms
+		if p.serviceMs.CompareAndSwap(old, math.Float64bits(v)) {
+			return
+		}
+	}
+}
+
+// predictStartMs estimates when a task with `ahead` tasks before it starts:
+// 0 with a free slot, else the number of service "waves" it must wait.
+func (p *pool) predictStartMs(ahead int) int64 {
+	total, free := p.capacity()
+	if ahead < free {
+		return 0
+	}
+	if total == 0 {
+		total = 1
+	}
+	waves := (ahead-free)/total + 1
+	return int64(float64(waves) * p.serviceEstimateMs())
+}
+
+// backoffMs is how long a rejected client should wait: about the time until
+// one running task finishes and frees a queue place.
+func (p *pool) backoffMs() int64 {
+	total, _ := p.capacity()
+	if total == 0 {
+		total = 1
+	}
+	ms := int64(p.serviceEstimateMs() / float64(total))
+	return min(max(ms, 100), 60000)
+}
+
+// dispatch starts queued tasks while replicas have free slots; it runs until
+// stop closes.
+func (p *pool) dispatch(stop <-chan struct{}, prefer func(t *task) *balancer.Replica, start func(t *task, r *balancer.Replica)) {
+	defer recoverLog(p.log, "dispatcher")
+	for {
+		select {
+		case <-stop:
+			return
+		case <-p.wake:
+		}
+		for {
+			if p.policy.Pick(p.replicas, nil) == nil {
+				break // no free slot: a Release will wake us
+			}
+			e, ok := p.queue.Pop()
+			if !ok {
+				break
+			}
+			t := e.Value
+			r := p.policy.Pick(p.replicas, prefer(t))
+			if r == nil || !r.TryAcquire() {
+				// The slot went away between the two picks (a replica turned
+				// unready): put the task back and wait for the next signal.
+				p.queue.PushFront(e)
+				break
+			}
+			start(t, r)
+		}
+	}
+}
+
+// healthLoop probes every replica until stop closes.
+func (p *pool) healthLoop(stop <-chan struct{}, hc config.Health, wg *sync.WaitGroup) {
+	for i := range p.replicas {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			defer recoverLog(p.log, "health loop")
+			interval := time.Duration(hc.IntervalMs) * time.Millisecond
+			t := time.NewTimer(0)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+				}
+				p.probe(i, hc)
+				t.Reset(interval)
+			}
+		}(i)
+	}
+}
+
+// probe runs one health check of replica i and updates its state.
+func (p *pool) probe(i int, hc config.Health) {
+	r, st := p.replicas[i], p.states[i]
+	prober, ok := st.adapter.(engines.Prober)
+	if !ok {
+		// An adapter with no health endpoint is taken as ready.
+		p.setReady(i, true, "")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(hc.TimeoutMs)*time.Millisecond)
+	defer cancel()
+	err := prober.Health(ctx)
+	if err != nil {
+		st.okRun, st.badRun = 0, st.badRun+1
+		if r.Ready() && st.badRun >= hc.UnhealthyAfter || !r.Ready() {
+			p.setReady(i, false, err.Error())
+		}
+		return
+	}
+	st.okRun, st.badRun = st.okRun+1, 0
+	if r.Ready() || st.okRun < hc.HealthyAfter {
+		return
+	}
+	props, err := prober.Props(ctx)
+	if err != nil {
+		// Readiness comes from health alone; props only enrich it (SPEC §5).
+		p.log.Warn("cannot read replica properties; using configured values",
+			zap.String("replica_id", r.ID), zap.Error(err))
+	} else {
+		if st.configSlots <= 0 && props.Slots > 0 {
+			r.SetSlots(props.Slots)
+		}
+		if props.CtxMax > 0 {
+			st.ctxMax.Store(int64(props.CtxMax))
+		}
+		v := props.EngineVersion
+		st.engineVersion.Store(&v)
+	}
+	p.setReady(i, true, "")
+}
+
+func (p *pool) setReady(i int, ok bool, cause string) {
+	r, st := p.replicas[i], p.states[i]
+	st.lastError.Store(&cause)
+	if r.Ready() == ok {
+		return
+	}
+	r.SetReady(ok)
+	if ok {
+		p.everReady.Store(true)
+		p.log.Info("replica ready", zap.String("replica_id", r.ID), zap.String("engine_version", p.replicaVersion(i)), zap.Int("slots", r.Slots()))
+		p.signal()
+	} else {
+		p.log.Warn("replica not ready", zap.String("replica_id", r.ID), zap.String("cause", cause))
+	}
+}
+
+func recoverLog(log *zap.Logger, what string) {
+	if v := recover(); v != nil {
+		log.Error("recovered from panic", zap.String("in", what), zap.Any("panic", v), zap.Stack("stack"))
+	}
+}

@@ -1,0 +1,376 @@
+// Package gateway is orchd's server: authentication, admission, the task event
+// log and its SSE readers, dispatch to the balancer and engine adapters, the
+// session store, metrics and logs (SPEC §3, §4, §7, §8).
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/router"
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/llama-orch/llama-orch/balancer"
+	"github.com/llama-orch/llama-orch/engines"
+	"github.com/llama-orch/llama-orch/gateway/config"
+	"github.com/llama-orch/llama-orch/gateway/tasklog"
+)
+
+// Options wire a Server to its surroundings.
+type Options struct {
+	// NewAdapter makes each replica's engine adapter (required).
+	NewAdapter AdapterFactory
+	// Logger receives structured logs (default: no logs).
+	Logger *zap.Logger
+	// DemoKeysLoopbackOnly accepts API keys only from loopback clients (the
+	// embedded default's sk-demo, SPEC §13).
+	DemoKeysLoopbackOnly bool
+	// KeepAliveInterval is the SSE keep-alive period (default 10 s, below
+	// the 15 s SPEC §3.2 requires).
+	KeepAliveInterval time.Duration
+}
+
+// Server is orchd.
+type Server struct {
+	cfg      *config.Config
+	log      *zap.Logger
+	auth     *Authenticator
+	pools    []*pool
+	tasks    *registry
+	sessions *sessionStore
+	metrics  *gwMetrics
+	http     *fasthttp.Server
+	keep     time.Duration
+
+	stop      chan struct{} // closed at shutdown: stops dispatchers, health, janitor
+	draining  atomic.Bool
+	wg        sync.WaitGroup // task goroutines
+	bgWG      sync.WaitGroup // dispatchers, health loops, janitor
+	closeOnce sync.Once
+}
+
+// New builds a Server from a validated config. It starts health checks and
+// dispatchers at once; call Serve to accept connections and Shutdown to stop.
+func New(cfg *config.Config, o Options) (*Server, error) {
+	if o.NewAdapter == nil {
+		return nil, errors.New("gateway: Options.NewAdapter is required")
+	}
+	log := o.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	auth, err := NewAuthenticator(cfg.Auth.Keys, o.DemoKeysLoopbackOnly)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		auth:     auth,
+		tasks:    newRegistry(time.Duration(cfg.TaskIDTTLMs) * time.Millisecond),
+		sessions: newSessionStore(cfg.Sessions),
+		metrics:  newMetrics(),
+		keep:     o.KeepAliveInterval,
+		stop:     make(chan struct{}),
+	}
+	if s.keep <= 0 {
+		s.keep = 10 * time.Second
+	}
+	for _, pc := range cfg.Pools {
+		p, err := newPool(pc, cfg.Admission.Weights, o.NewAdapter, log)
+		if err != nil {
+			for _, q := range s.pools {
+				q.close()
+			}
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		s.pools = append(s.pools, p)
+	}
+	s.metrics.registerPoolGauges(s.pools)
+	s.http = s.newHTTPServer()
+
+	prefer := func(t *task) *balancer.Replica { return s.sessions.lastReplica(t.key.tenant, t.sessionID, t.pool) }
+	for _, p := range s.pools {
+		p.healthLoop(s.stop, cfg.Health, &s.bgWG)
+		s.bgWG.Add(1)
+		go func(p *pool) {
+			defer s.bgWG.Done()
+			p.dispatch(s.stop, prefer, s.startTask)
+		}(p)
+	}
+	s.bgWG.Add(1)
+	go s.janitor()
+	return s, nil
+}
+
+func (s *Server) janitor() {
+	defer s.bgWG.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.tasks.sweep()
+			s.sessions.sweep()
+		}
+	}
+}
+
+func (s *Server) newHTTPServer() *fasthttp.Server {
+	r := router.New()
+	r.POST("/v1/tasks", s.handleEnqueue)
+	r.GET("/v1/tasks/{id}/stream", s.handleStream)
+	r.POST("/v1/tasks/{id}/cancel", s.handleCancel)
+	r.GET("/v1/sessions/{id}", s.handleSessionGet)
+	r.DELETE("/v1/sessions/{id}", s.handleSessionDelete)
+	r.GET("/healthz", s.handleHealthz)
+	r.GET("/readyz", s.handleReadyz)
+	r.GET("/metrics", s.handleMetrics)
+	r.NotFound = func(ctx *fasthttp.RequestCtx) {
+		writeError(ctx, &APIError{Code: CodeNotFound, Message: "no such endpoint: " + string(ctx.Method()) + " " + string(ctx.Path())})
+	}
+	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
+		writeError(ctx, &APIError{Code: CodeMethodNotAllowed, Message: "method " + string(ctx.Method()) + " not allowed on " + string(ctx.Path())})
+	}
+	r.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
+		s.log.Error("recovered from panic in handler", zap.Any("panic", v), zap.ByteString("path", ctx.Path()), zap.Stack("stack"))
+		ctx.ResetBody()
+		writeError(ctx, &APIError{Code: CodeInternal, Message: "internal error; see the server log (correlation id " + string(ctx.Response.Header.Peek(headerCorrelation)) + ")"})
+	}
+	h := r.Handler
+	return &fasthttp.Server{
+		Handler:               s.withCorrelation(h),
+		Name:                  "orchd",
+		MaxRequestBodySize:    2 << 20,
+		ReadBufferSize:        16 << 10, // bounds request headers
+		ReadTimeout:           30 * time.Second,
+		IdleTimeout:           90 * time.Second,
+		NoDefaultServerHeader: false,
+		NoDefaultDate:         true,
+		CloseOnShutdown:       true,
+		Logger:                zapPrintf{s.log},
+	}
+}
+
+type zapPrintf struct{ l *zap.Logger }
+
+func (z zapPrintf) Printf(format string, args ...any) { z.l.Debug(fmt.Sprintf(format, args...)) }
+
+const headerCorrelation = "X-Correlation-Id"
+
+// withCorrelation echoes X-Correlation-Id or makes one, on every response but
+// 204 (OC-CTRL-2052).
+func (s *Server) withCorrelation(next fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		id := ctx.Request.Header.Peek(headerCorrelation)
+		if len(id) == 0 || len(id) > 128 {
+			ctx.Response.Header.Set(headerCorrelation, newCorrelationID())
+		} else {
+			ctx.Response.Header.SetBytesV(headerCorrelation, id)
+		}
+		next(ctx)
+		if ctx.Response.StatusCode() == fasthttp.StatusNoContent {
+			ctx.Response.Header.Del(headerCorrelation)
+		}
+	}
+}
+
+func newCorrelationID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.http.Serve(ln)
+	if s.draining.Load() {
+		return nil
+	}
+	return err
+}
+
+// Handler returns the HTTP handler (for in-memory tests).
+func (s *Server) Handler() fasthttp.RequestHandler { return s.http.Handler }
+
+// Ready reports whether at least one pool is Ready.
+func (s *Server) Ready() bool {
+	for _, p := range s.pools {
+		if p.ready() {
+			return true
+		}
+	}
+	return false
+}
+
+// Shutdown stops admitting, lets running and queued tasks finish for the
+// grace period, then ends the rest with an error and aborts their engine
+// requests; it returns once every connection and goroutine is done (SPEC §13).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	grace := time.Duration(s.cfg.ShutdownGraceMs) * time.Millisecond
+	deadline := time.Now().Add(grace)
+	tick := time.NewTicker(20 * time.Millisecond)
+	for time.Now().Before(deadline) && s.busy() {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			deadline = time.Now()
+		}
+	}
+	tick.Stop()
+	for _, t := range s.tasks.live() {
+		s.terminate(t, &APIError{Code: CodePoolUnavailable, Message: "orchd is shutting down", Engine: t.pool.engine, PoolID: t.pool.id, Retriable: true}, reasonShutdown)
+	}
+	s.closeOnce.Do(func() { close(s.stop) })
+	s.wg.Wait()
+	err := s.http.ShutdownWithContext(ctx)
+	s.bgWG.Wait()
+	for _, p := range s.pools {
+		p.close()
+	}
+	return err
+}
+
+// busy reports whether any task is queued or running.
+func (s *Server) busy() bool {
+	for _, t := range s.tasks.live() {
+		t.mu.Lock()
+		done := t.state == stateDone
+		t.mu.Unlock()
+		if !done {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) handleHealthz(ctx *fasthttp.RequestCtx) {
+	writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) handleReadyz(ctx *fasthttp.RequestCtx) {
+	type poolReady struct {
+		ID    string `json:"id"`
+		Ready bool   `json:"ready"`
+		Cause string `json:"cause,omitempty"`
+	}
+	out := struct {
+		Ready bool        `json:"ready"`
+		Pools []poolReady `json:"pools"`
+	}{}
+	for _, p := range s.pools {
+		pr := poolReady{ID: p.id, Ready: p.ready()}
+		if e := p.readiness(); e != nil {
+			pr.Cause = e.Message
+		}
+		out.Pools = append(out.Pools, pr)
+		out.Ready = out.Ready || pr.Ready
+	}
+	status := fasthttp.StatusOK
+	if !out.Ready || s.draining.Load() {
+		status = fasthttp.StatusServiceUnavailable
+		out.Ready = false
+	}
+	writeJSON(ctx, status, out)
+}
+
+func (s *Server) handleMetrics(ctx *fasthttp.RequestCtx) {
+	if s.cfg.Metrics.RequireKey {
+		if _, ok := s.require(ctx, RoleControl); !ok {
+			return
+		}
+	}
+	ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
+	s.metrics.WritePrometheus(ctx)
+}
+
+// findPool routes a request to the pool serving its model_ref and engine.
+func (s *Server) findPool(modelRef, engine string) (*pool, *APIError) {
+	for _, p := range s.pools {
+		if (p.cfg.Model == modelRef || p.id == modelRef) && (engine == "" || engine == p.engine) {
+			return p, nil
+		}
+	}
+	served := ""
+	for i, p := range s.pools {
+		if i > 0 {
+			served += ", "
+		}
+		served += p.cfg.Model + " (" + p.engine + ")"
+	}
+	msg := fmt.Sprintf("no pool serves model_ref %q", modelRef)
+	if engine != "" {
+		msg += " on engine " + strconv.Quote(engine)
+	}
+	return nil, errInvalid(msg + "; served: " + served)
+}
+
+func (s *Server) handleCancel(ctx *fasthttp.RequestCtx) {
+	pr, ok := s.require(ctx, RoleData)
+	if !ok {
+		return
+	}
+	t, ok := s.tasks.get(taskKey{pr.Tenant, ctx.UserValue("id").(string)})
+	if !ok {
+		writeError(ctx, &APIError{Code: CodeNotFound, Message: "unknown task id"})
+		return
+	}
+	s.terminate(t, &APIError{Code: CodeCanceled, Message: "canceled by the client", Engine: t.pool.engine, PoolID: t.pool.id}, reasonClient)
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+func (s *Server) handleSessionGet(ctx *fasthttp.RequestCtx) {
+	pr, ok := s.require(ctx, RoleData)
+	if !ok {
+		return
+	}
+	v, ok := s.sessions.view(pr.Tenant, ctx.UserValue("id").(string))
+	if !ok {
+		writeError(ctx, &APIError{Code: CodeNotFound, Message: "unknown, expired or deleted session"})
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, v)
+}
+
+func (s *Server) handleSessionDelete(ctx *fasthttp.RequestCtx) {
+	pr, ok := s.require(ctx, RoleData)
+	if !ok {
+		return
+	}
+	p, r, slot, ok := s.sessions.remove(pr.Tenant, ctx.UserValue("id").(string))
+	if !ok {
+		writeError(ctx, &APIError{Code: CodeNotFound, Message: "unknown, expired or deleted session"})
+		return
+	}
+	if p != nil && r != nil && slot >= 0 {
+		if eraser, ok := p.states[r.Index].adapter.(engines.SlotEraser); ok {
+			// Best effort and off the request path: the session is gone for
+			// the gateway either way.
+			s.bgWG.Add(1)
+			go func() {
+				defer s.bgWG.Done()
+				ectx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if err := eraser.EraseSlot(ectx, slot); err != nil {
+					s.log.Warn("cannot evict session KV", zap.String("pool_id", p.id), zap.String("replica_id", r.ID), zap.Int("slot", slot), zap.Error(err))
+				}
+			}()
+		}
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+// newTaskLog is a seam for tests.
+var newTaskLog = tasklog.New

@@ -1,0 +1,192 @@
+package gateway
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/llama-orch/llama-orch/balancer"
+	"github.com/llama-orch/llama-orch/engines"
+	"github.com/llama-orch/llama-orch/gateway/config"
+)
+
+// session is a tenant's conversation: its turns, budget and the replica that
+// holds its KV cache (SPEC §3.4).
+type session struct {
+	turns       int
+	lastUsed    time.Time
+	lastPool    *pool
+	lastReplica *balancer.Replica
+	slot        int
+	kvTokens    int
+	tokensUsed  int // session budget: reserved at admission, settled at end
+}
+
+// sessionStore keeps sessions per tenant. Sessions expire TTL after their last
+// turn or once max_turns are used (ORCH-3021).
+type sessionStore struct {
+	mu       sync.Mutex
+	m        map[taskKey]*session
+	ttl      time.Duration
+	maxTurns int
+	budget   int
+	now      func() time.Time
+}
+
+func newSessionStore(c config.Sessions) *sessionStore {
+	return &sessionStore{
+		m:        make(map[taskKey]*session),
+		ttl:      time.Duration(c.TTLMs) * time.Millisecond,
+		maxTurns: c.MaxTurns,
+		budget:   c.TokenBudget,
+		now:      time.Now,
+	}
+}
+
+func (st *sessionStore) expired(s *session, now time.Time) bool {
+	return now.Sub(s.lastUsed) > st.ttl || s.turns >= st.maxTurns
+}
+
+// reserve starts a turn for t: an expired session starts afresh, the session
+// budget (when configured) must cover max_tokens. It returns an undo for a
+// later admission rejection, or the rejection itself.
+func (st *sessionStore) reserve(t *task, maxTokens int) (undo func(), _ *APIError) {
+	k := taskKey{t.key.tenant, t.sessionID}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	now := st.now()
+	s, ok := st.m[k]
+	fresh := !ok || st.expired(s, now)
+	var prev session
+	if fresh {
+		s = &session{slot: -1}
+	} else {
+		prev = *s
+	}
+	if st.budget > 0 {
+		remaining := st.budget - s.tokensUsed
+		if maxTokens > remaining {
+			return nil, &APIError{Code: CodeAdmissionReject, PolicyLabel: "session-budget", Engine: t.pool.engine, PoolID: t.pool.id,
+				Message: "session token budget exhausted: " + strconv.Itoa(remaining) + " tokens remain, max_tokens asks " + strconv.Itoa(maxTokens),
+				status:  429, RetryAfterMs: int64(st.ttl / time.Millisecond)}
+		}
+		s.tokensUsed += maxTokens
+		t.reserved = maxTokens
+	}
+	s.turns++
+	s.lastUsed = now
+	var old *session
+	if fresh {
+		old = st.m[k]
+		st.m[k] = s
+	}
+	return func() {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if fresh {
+			if old != nil {
+				st.m[k] = old
+			} else {
+				delete(st.m, k)
+			}
+			return
+		}
+		s.turns = prev.turns
+		s.lastUsed = prev.lastUsed
+		s.tokensUsed -= t.reserved
+		t.reserved = 0
+	}, nil
+}
+
+// warm reports whether the session has a replica with its KV cache in p.
+func (st *sessionStore) lastReplica(tenant, id string, p *pool) *balancer.Replica {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s, ok := st.m[taskKey{tenant, id}]
+	if !ok || s.lastPool != p {
+		return nil
+	}
+	return s.lastReplica
+}
+
+// finishTurn settles a turn: records the replica that served it (nil when it
+// failed) and refunds the unused budget. It returns the remaining budget when
+// one is configured.
+func (st *sessionStore) finishTurn(t *task, res engines.Result, r *balancer.Replica) *int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s, ok := st.m[taskKey{t.key.tenant, t.sessionID}]
+	if !ok {
+		return nil
+	}
+	if t.reserved > 0 {
+		s.tokensUsed -= t.reserved - min(res.TokensOut, t.reserved)
+		t.reserved = 0
+	}
+	if r != nil {
+		s.lastPool, s.lastReplica, s.slot = t.pool, r, res.Slot
+		s.kvTokens = res.TokensIn + res.TokensOut
+	}
+	if st.budget <= 0 {
+		return nil
+	}
+	rem := max(st.budget-s.tokensUsed, 0)
+	return &rem
+}
+
+// sessionView is GET /v1/sessions/{id} (SPEC §3.4).
+type sessionView struct {
+	TTLMsRemaining        int64 `json:"ttl_ms_remaining"`
+	Turns                 int   `json:"turns"`
+	KVBytes               int64 `json:"kv_bytes"`
+	KVTokens              int   `json:"kv_tokens"`
+	KVWarmth              bool  `json:"kv_warmth"`
+	TokensBudgetRemaining *int  `json:"tokens_budget_remaining,omitempty"`
+}
+
+func (st *sessionStore) view(tenant, id string) (sessionView, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	now := st.now()
+	s, ok := st.m[taskKey{tenant, id}]
+	if !ok || st.expired(s, now) {
+		return sessionView{}, false
+	}
+	v := sessionView{
+		TTLMsRemaining: (st.ttl - now.Sub(s.lastUsed)).Milliseconds(),
+		Turns:          s.turns,
+		KVTokens:       s.kvTokens,
+		KVWarmth:       s.lastReplica != nil && s.lastReplica.Ready(),
+	}
+	if st.budget > 0 {
+		rem := max(st.budget-s.tokensUsed, 0)
+		v.TokensBudgetRemaining = &rem
+	}
+	return v, true
+}
+
+// remove forgets a session; it returns what is needed to evict its KV.
+func (st *sessionStore) remove(tenant, id string) (p *pool, r *balancer.Replica, slot int, ok bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	k := taskKey{tenant, id}
+	s, ok := st.m[k]
+	if !ok || st.expired(s, st.now()) {
+		delete(st.m, k)
+		return nil, nil, -1, false
+	}
+	delete(st.m, k)
+	return s.lastPool, s.lastReplica, s.slot, true
+}
+
+// sweep drops expired sessions.
+func (st *sessionStore) sweep() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	now := st.now()
+	for k, s := range st.m {
+		if now.Sub(s.lastUsed) > st.ttl {
+			delete(st.m, k)
+		}
+	}
+}
