@@ -102,7 +102,8 @@ const hexDigits = "0123456789abcdef"
 
 // AppendJSONString appends s as a JSON string literal. Control characters,
 // quotes and backslashes are escaped; U+2028/U+2029 are escaped so the output
-// is safe in JavaScript too; invalid UTF-8 becomes U+FFFD.
+// is safe in JavaScript too; each invalid UTF-8 byte becomes U+FFFD, as
+// encoding/json does.
 func AppendJSONString(dst []byte, s []byte) []byte {
 	dst = append(dst, '"')
 	start := 0
