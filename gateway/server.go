@@ -160,7 +160,21 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		NoDefaultDate:         true,
 		CloseOnShutdown:       true,
 		Logger:                zapPrintf{s.log},
+		ErrorHandler:          s.handleParseError,
 	}
+}
+
+// handleParseError answers requests fasthttp could not parse (oversized
+// body or headers, malformed request line) with the JSON envelope.
+func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
+	ctx.Response.Header.Set(headerCorrelation, newCorrelationID())
+	ae := &APIError{Code: CodeInvalidParams, Message: "malformed HTTP request: " + err.Error()}
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		ae.status = fasthttp.StatusRequestEntityTooLarge
+		ae.Message = "request body exceeds the limit of " + strconv.Itoa(s.http.MaxRequestBodySize) + " bytes"
+	}
+	ctx.Response.SetConnectionClose()
+	writeError(ctx, ae)
 }
 
 type zapPrintf struct{ l *zap.Logger }

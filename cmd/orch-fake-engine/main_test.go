@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestRunUsage: flag and engine errors exit 2 with a clear message; --help
+// exits 0.
+func TestRunUsage(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		// Engines without a fake yet.
+		{"vllm", []string{"--engine", "vllm", "--listen", "127.0.0.1:0"}, 2, "only llamacpp"},
+		{"tgi", []string{"--engine", "tgi", "--listen", "127.0.0.1:0"}, 2, "only llamacpp"},
+		{"triton", []string{"--engine=triton", "--listen=127.0.0.1:0"}, 2, "only llamacpp"},
+		// Unknown and missing engine.
+		{"unknown engine", []string{"--engine", "ollama", "--listen", "127.0.0.1:0"}, 2, "unknown engine"},
+		{"no engine", []string{"--listen", "127.0.0.1:0"}, 2, "--engine is required"},
+		// Missing listen.
+		{"no listen", []string{"--engine", "llamacpp"}, 2, "--listen is required"},
+		// An unknown fault lists the modes.
+		{"bad fail", []string{"--engine", "llamacpp", "--listen", "127.0.0.1:0", "--fail", "boom"}, 2, "midstream-disconnect|stall"},
+		// Unknown flags and stray arguments.
+		{"bad flag", []string{"--nope"}, 2, "flag provided but not defined"},
+		{"stray arg", []string{"--engine", "llamacpp", "--listen", "127.0.0.1:0", "extra"}, 2, "unexpected arguments"},
+		// Negative values.
+		{"negative slots", []string{"--engine", "llamacpp", "--listen", "127.0.0.1:0", "--slots", "-1"}, 2, "negative"},
+		// Help text names every flag.
+		{"help", []string{"--help"}, 0, "--engine llamacpp|vllm|tgi|triton --listen"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(tc.args, &stdout, &stderr, make(chan os.Signal))
+			if code != tc.code || !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("exit %d, stderr %q; want %d containing %q", code, stderr.String(), tc.code, tc.want)
+			}
+			if tc.name == "help" {
+				for _, f := range []string{"slots", "ctx", "tokens", "ttft-ms", "itl-ms", "load-ms", "fail", "engine-version", "model"} {
+					if !strings.Contains(stderr.String(), "-"+f+" ") {
+						t.Errorf("help lacks -%s", f)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestRunServes: the fake prints its URL, serves, and exits 0 on SIGTERM.
+func TestRunServes(t *testing.T) {
+	pr, pw := io.Pipe()
+	stop := make(chan os.Signal, 1)
+	done := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() {
+		done <- run([]string{"--engine", "llamacpp", "--listen", "127.0.0.1:0", "--slots", "3", "--ctx", "512",
+			"--tokens", "2", "--ttft-ms", "1", "--itl-ms", "1", "--model", "m.gguf", "--engine-version", "b1-abc"}, pw, &stderr, stop)
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatalf("read stdout: %v (stderr %s)", err, stderr.String())
+	}
+	const prefix = "orch-fake-engine: llamacpp listening on http://"
+	if !strings.HasPrefix(line, prefix) {
+		t.Fatalf("stdout %q", line)
+	}
+	go io.Copy(io.Discard, pr)
+	addr := strings.TrimSpace(strings.TrimPrefix(line, prefix))
+
+	props := get(t, addr, "/props")
+	for _, want := range []string{`"total_slots":3`, `"n_ctx":512`, `"model_alias":"m.gguf"`, `"build_info":"b1-abc"`} {
+		if !strings.Contains(props, want) {
+			t.Errorf("props lack %s: %s", want, props)
+		}
+	}
+	// --tokens 2: two words, the EOS frame, the final frame.
+	body := get(t, addr, "/completion")
+	if strings.Count(body, "data: ") != 4 || !strings.Contains(body, `"stop_type":"eos"`) {
+		t.Errorf("completion %s", body)
+	}
+
+	stop <- syscall.SIGTERM
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit %d, stderr %s", code, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after SIGTERM")
+	}
+}
+
+// get sends a request with Connection: close and returns the raw body
+// (POST with a streaming body for /completion).
+func get(t *testing.T, addr, path string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if path == "/completion" {
+		body := `{"prompt":"Hello","n_predict":8,"stream":true}`
+		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", path, len(body), body)
+	} else {
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path)
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ := strings.Cut(string(b), "\r\n\r\n")
+	return body
+}
