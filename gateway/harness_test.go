@@ -98,7 +98,11 @@ pools:
 }
 
 func testAdapter(engine, url string) (engines.Adapter, error) {
-	return llamacpp.New(url, llamacpp.Options{})
+	a, err := llamacpp.New(url, llamacpp.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // shutdown stops the gateway (once).

@@ -127,7 +127,11 @@ func runSchema(args []string, stdout, stderr io.Writer) int {
 func newAdapter(engine, url string) (engines.Adapter, error) {
 	switch engine {
 	case engines.LlamaCpp:
-		return llamacpp.New(url, llamacpp.Options{})
+		a, err := llamacpp.New(url, llamacpp.Options{})
+		if err != nil {
+			return nil, err // not a typed nil inside the interface
+		}
+		return a, nil
 	}
 	return nil, fmt.Errorf("engine %q has no adapter in this build (available: %s)", engine, engines.LlamaCpp)
 }
