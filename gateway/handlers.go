@@ -55,10 +55,6 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		s.metrics.rejected(unknownLabel, reason)
 		return
 	}
-	if s.draining.Load() {
-		s.reject(ctx, unknownLabel, &APIError{Code: CodePoolUnready, Message: "orchd is shutting down and admits no new tasks", RetryAfterMs: 1000})
-		return
-	}
 	pt, aerr := parseTaskRequest(ctx.PostBody())
 	if aerr != nil {
 		s.reject(ctx, unknownLabel, aerr)
@@ -97,6 +93,12 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
+	s.admitMu.RLock()
+	defer s.admitMu.RUnlock()
+	if s.draining.Load() {
+		s.reject(ctx, p.engine, &APIError{Code: CodePoolUnready, Engine: p.engine, PoolID: p.id, Message: "orchd is shutting down and admits no new tasks", RetryAfterMs: 1000})
+		return
+	}
 	key := taskKey{pr.Tenant, pt.TaskID}
 	if !s.tasks.reserve(key) {
 		s.reject(ctx, p.engine, &APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id, status: fasthttp.StatusConflict,

@@ -51,8 +51,11 @@ type Server struct {
 	http     *fasthttp.Server
 	keep     time.Duration
 
-	stop      chan struct{} // closed at shutdown: stops dispatchers, health, janitor
-	draining  atomic.Bool
+	stop     chan struct{} // closed at shutdown: stops dispatchers, health, janitor
+	draining atomic.Bool
+	// admitMu makes "not draining" and "pushed to a queue" one step, so no
+	// task is admitted after Shutdown's final sweep.
+	admitMu   sync.RWMutex
 	wg        sync.WaitGroup // task goroutines
 	bgWG      sync.WaitGroup // dispatchers, health loops, janitor
 	closeOnce sync.Once
@@ -232,7 +235,9 @@ func (s *Server) Ready() bool {
 // grace period, then ends the rest with an error and aborts their engine
 // requests; it returns once every connection and goroutine is done (SPEC §13).
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.admitMu.Lock()
 	s.draining.Store(true)
+	s.admitMu.Unlock()
 	grace := time.Duration(s.cfg.ShutdownGraceMs) * time.Millisecond
 	deadline := time.Now().Add(grace)
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -244,13 +249,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	tick.Stop()
+	// Stop dispatching first, so nothing starts after the sweep below.
+	s.closeOnce.Do(func() { close(s.stop) })
+	s.bgWG.Wait()
 	for _, t := range s.tasks.live() {
 		s.terminate(t, &APIError{Code: CodePoolUnavailable, Message: "orchd is shutting down", Engine: t.pool.engine, PoolID: t.pool.id, Retriable: true}, reasonShutdown)
 	}
-	s.closeOnce.Do(func() { close(s.stop) })
 	s.wg.Wait()
 	err := s.http.ShutdownWithContext(ctx)
-	s.bgWG.Wait()
 	for _, p := range s.pools {
 		p.close()
 	}
