@@ -10,6 +10,7 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines/fake"
 	"github.com/llama-orch/llama-orch/gateway/config"
+	"github.com/llama-orch/llama-orch/sse"
 )
 
 func TestMain(m *testing.M) {
@@ -283,4 +284,88 @@ func TestShutdownEndsStreams(t *testing.T) {
 		t.Fatalf("last event %s", last.name)
 	}
 	eventually(t, "fake slot freed", func() bool { return e.fakes[0].InFlight() == 0 })
+}
+
+// TestKeepAliveWhileQueued: a queued task's stream carries `: ping`
+// comments (SPEC §3.2; the harness sets a 50 ms interval).
+func TestKeepAliveWhileQueued(t *testing.T) {
+	e := newEnv(t, nil, fake.Options{Slots: 1, ITL: 5 * time.Millisecond})
+	busy := newID()
+	e.do("POST", "/v1/tasks", testKey, taskSpec{id: busy, maxTokens: 2000}.body())
+	eventually(t, "the first task to start", func() bool { return e.fakes[0].InFlight() == 1 })
+	queued := newID()
+	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: queued}.body()); r.status != 202 {
+		t.Fatalf("enqueue: %d", r.status)
+	}
+	s := e.openStream(queued, testKey)
+	var f sse.Frame
+	if err := s.rd.Next(&f); err != nil || !f.Comment {
+		t.Fatalf("first frame of a queued task: %+v %v, want a keep-alive comment", f, err)
+	}
+	s.close()
+	e.do("POST", "/v1/tasks/"+busy+"/cancel", testKey, "")
+	e.do("POST", "/v1/tasks/"+queued+"/cancel", testKey, "")
+}
+
+// TestRetentionDropsLog: a finished task's log is dropped after
+// task_retention_ms, but its id is still remembered (409, not a rerun).
+func TestRetentionDropsLog(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.TaskRetentionMs = 50 })
+	id := newID()
+	e.do("POST", "/v1/tasks", testKey, taskSpec{id: id, maxTokens: 2}.body())
+	if evs := e.openStream(id, testKey).all(t); evs[len(evs)-1].name != "end" {
+		t.Fatalf("events %s", names(evs))
+	}
+	eventually(t, "the log to be dropped", func() bool {
+		return e.do("GET", "/v1/tasks/"+id+"/stream", testKey, "").status == 404
+	})
+	if n, _ := e.srv.tasks.counts(); n != 0 {
+		t.Fatalf("%d tasks still held", n)
+	}
+	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: id}.body()); r.status != 409 {
+		t.Fatalf("resubmitted id after retention: %d", r.status)
+	}
+}
+
+// TestSlotsFromConfigOrProps: slots come from config when set, else from
+// the engine's /props total_slots.
+func TestSlotsFromConfigOrProps(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.Pools[0].Replicas[1].Slots = 1 }, fake.Options{Slots: 3}, fake.Options{Slots: 3})
+	eventually(t, "props to be read", func() bool { return e.srv.pools[0].replicas[0].Slots() == 3 })
+	if got := e.srv.pools[0].replicas[1].Slots(); got != 1 {
+		t.Fatalf("configured slots: %d, want 1", got)
+	}
+}
+
+// TestIdentityAndTenancy: correlation ids are echoed or made; another
+// tenant's task and session answer 404, never 409.
+func TestIdentityAndTenancy(t *testing.T) {
+	e := newEnv(t, nil)
+	r := e.do("GET", "/healthz", "", "", "X-Correlation-Id", "abc-123")
+	if r.status != 200 || r.header.Get("X-Correlation-Id") != "abc-123" {
+		t.Fatalf("healthz: %d %q", r.status, r.header.Get("X-Correlation-Id"))
+	}
+	if r := e.do("GET", "/nope", "", ""); r.status != 404 || r.header.Get("X-Correlation-Id") == "" {
+		t.Fatalf("404: %d, correlation %q", r.status, r.header.Get("X-Correlation-Id"))
+	}
+	id, sess := newID(), newID()
+	e.do("POST", "/v1/tasks", testKey, taskSpec{id: id, session: sess, maxTokens: 2}.body())
+	e.openStream(id, testKey).all(t)
+	for _, path := range []string{"/v1/tasks/" + id + "/stream", "/v1/sessions/" + sess} {
+		if r := e.do("GET", path, "sk-other", ""); r.status != 404 {
+			t.Fatalf("other tenant GET %s: %d", path, r.status)
+		}
+	}
+	if r := e.do("POST", "/v1/tasks/"+id+"/cancel", "sk-other", ""); r.status != 404 {
+		t.Fatalf("other tenant cancel: %d", r.status)
+	}
+	// The other tenant may use the same task id: ids are per tenant.
+	other := e.do("POST", "/v1/tasks", "sk-other", taskSpec{id: id, maxTokens: 2}.body())
+	if other.status != 202 {
+		t.Fatalf("same id, other tenant: %d %s", other.status, other.body)
+	}
+	e.openStream(id, "sk-other").all(t)
+	if r := e.do("POST", "/v1/tasks", "sk-ctl", taskSpec{}.body()); r.status != 403 {
+		t.Fatalf("control-only key on the data plane: %d", r.status)
+	}
 }
