@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"net"
 	"strconv"
 	"time"
 
@@ -71,6 +72,10 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		s.reject(ctx, p.engine, aerr)
 		return
 	}
+	if s.draining.Load() {
+		s.reject(ctx, p.engine, errDraining(p))
+		return
+	}
 	limit := p.ctxLimit()
 	reqCtx := limit
 	if pt.Ctx != nil {
@@ -82,11 +87,12 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		reqCtx = *pt.Ctx
 	}
 	est := estimatePromptTokens(*pt.Prompt, s.cfg.Admission.CharsPerToken)
-	if need := est + pt.maxTokens; need > reqCtx || need > s.cfg.Admission.MaxTokensLimit {
-		bound, what := reqCtx, "ctx"
-		if s.cfg.Admission.MaxTokensLimit < bound {
-			bound, what = s.cfg.Admission.MaxTokensLimit, "max_tokens_limit"
-		}
+	bound, what := reqCtx, "ctx"
+	if s.cfg.Admission.MaxTokensLimit < bound {
+		bound, what = s.cfg.Admission.MaxTokensLimit, "max_tokens_limit"
+	}
+	// Compared without adding, so a huge max_tokens cannot overflow past it.
+	if pt.maxTokens > bound || est > bound-pt.maxTokens {
 		s.reject(ctx, p.engine, &APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id,
 			Message: "token budget exceeded: about " + strconv.Itoa(est) + " prompt tokens + max_tokens " + strconv.Itoa(pt.maxTokens) +
 				" > " + what + " " + strconv.Itoa(bound)})
@@ -95,8 +101,8 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 
 	s.admitMu.RLock()
 	defer s.admitMu.RUnlock()
-	if s.draining.Load() {
-		s.reject(ctx, p.engine, &APIError{Code: CodePoolUnready, Engine: p.engine, PoolID: p.id, Message: "orchd is shutting down and admits no new tasks", RetryAfterMs: 1000})
+	if s.draining.Load() { // checked again: Shutdown may have begun meanwhile
+		s.reject(ctx, p.engine, errDraining(p))
 		return
 	}
 	key := taskKey{pr.Tenant, pt.TaskID}
@@ -172,6 +178,10 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 	})
 }
 
+func errDraining(p *pool) *APIError {
+	return &APIError{Code: CodePoolUnready, Engine: p.engine, PoolID: p.id, Message: "orchd is shutting down and admits no new tasks", RetryAfterMs: 1000}
+}
+
 func wantsStream(ctx *fasthttp.RequestCtx) bool {
 	return bytes.Contains(ctx.Request.Header.Peek(fasthttp.HeaderAccept), []byte("text/event-stream"))
 }
@@ -182,7 +192,7 @@ func (s *Server) handleStream(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	t, ok := s.tasks.get(taskKey{pr.Tenant, ctx.UserValue("id").(string)})
+	t, ok := s.tasks.get(taskKey{pr.Tenant, pathID(ctx)})
 	if !ok {
 		writeError(ctx, &APIError{Code: CodeNotFound, Message: "unknown task id (or its log was dropped after task_retention_ms)"})
 		return
@@ -207,7 +217,7 @@ func (s *Server) serveStream(ctx *fasthttp.RequestCtx, t *task, after int64) {
 	ctx.Response.Header.Set("X-Accel-Buffering", "no")
 	ctx.Response.ImmediateHeaderFlush = true
 	t.attach()
-	body := &streamBody{s: s, t: t, cur: t.log.Subscribe(after)}
+	body := &streamBody{s: s, t: t, cur: t.log.Subscribe(after), conn: ctx.Conn()}
 	ctx.Response.SetBodyStream(body, -1)
 }
 
@@ -216,6 +226,7 @@ func (s *Server) serveStream(ctx *fasthttp.RequestCtx, t *task, after int64) {
 // chunk, so a burst of events published together leaves in one write.
 type streamBody struct {
 	s       *Server
+	conn    net.Conn // for write deadlines: a client that stops reading is dropped
 	t       *task
 	cur     *tasklog.Cursor
 	pending []byte // Read's leftover
@@ -223,6 +234,17 @@ type streamBody struct {
 }
 
 var pingComment = []byte(": ping\n\n")
+
+// streamWriteTimeout bounds one write to a stream client: one that keeps the
+// socket open but stops reading is detached instead of pinning the task.
+const streamWriteTimeout = 30 * time.Second
+
+func (b *streamBody) write(w io.Writer, p []byte) (int, error) {
+	if b.conn != nil {
+		_ = b.conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	}
+	return w.Write(p)
+}
 
 // SupportsBodyWriteTo lets fasthttp call WriteTo instead of Read.
 func (b *streamBody) SupportsBodyWriteTo() bool { return true }
@@ -233,10 +255,13 @@ func (b *streamBody) WriteTo(w io.Writer) (int64, error) {
 	var n int64
 	timer := time.NewTimer(b.s.keep)
 	defer timer.Stop()
+	if b.conn != nil {
+		defer b.conn.SetWriteDeadline(time.Time{}) //nolint:errcheck // the connection may serve more requests
+	}
 	for {
 		data, done := b.cur.Next()
 		if len(data) > 0 {
-			m, err := w.Write(data)
+			m, err := b.write(w, data)
 			n += int64(m)
 			if err != nil {
 				return n, err
@@ -248,7 +273,7 @@ func (b *streamBody) WriteTo(w io.Writer) (int64, error) {
 		select {
 		case <-b.cur.Wake():
 		case <-timer.C:
-			m, err := w.Write(pingComment)
+			m, err := b.write(w, pingComment)
 			n += int64(m)
 			if err != nil {
 				return n, err

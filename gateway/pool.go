@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +43,9 @@ type pool struct {
 	queue    *admission.Queue[*task]
 	wake     chan struct{}
 
+	runMu   sync.Mutex
+	running map[*task]struct{} // for the watchdog
+
 	everReady atomic.Bool
 	// serviceMs is an EWMA of dispatch-to-end times (float64 bits), the basis
 	// of predicted_start_ms and of the 429 backoff.
@@ -65,13 +69,14 @@ func newPool(cfg config.Pool, weights config.Weights, factory AdapterFactory, lo
 		return nil, fmt.Errorf("pool %s: %w", cfg.ID, err)
 	}
 	p := &pool{
-		cfg:    cfg,
-		id:     cfg.ID,
-		engine: cfg.Engine,
-		log:    log.With(zap.String("pool_id", cfg.ID), zap.String("engine", cfg.Engine)),
-		policy: balancer.LeastLoaded{},
-		queue:  q,
-		wake:   make(chan struct{}, 1),
+		cfg:     cfg,
+		id:      cfg.ID,
+		engine:  cfg.Engine,
+		log:     log.With(zap.String("pool_id", cfg.ID), zap.String("engine", cfg.Engine)),
+		policy:  balancer.LeastLoaded{},
+		queue:   q,
+		wake:    make(chan struct{}, 1),
+		running: make(map[*task]struct{}),
 	}
 	p.serviceMs.Store(math.Float64bits(priorServiceMs))
 	for i, rc := range cfg.Replicas {
@@ -220,35 +225,112 @@ func (p *pool) backoffMs() int64 {
 	return min(max(ms, 100), 60000)
 }
 
+func (p *pool) addRunning(t *task) {
+	p.runMu.Lock()
+	p.running[t] = struct{}{}
+	p.runMu.Unlock()
+}
+
+func (p *pool) removeRunning(t *task) {
+	p.runMu.Lock()
+	delete(p.running, t)
+	p.runMu.Unlock()
+}
+
 // dispatch starts queued tasks while replicas have free slots; it runs until
-// stop closes.
+// stop closes. A panic in one round is logged and the loop goes on.
 func (p *pool) dispatch(stop <-chan struct{}, prefer func(t *task) *balancer.Replica, start func(t *task, r *balancer.Replica)) {
-	defer recoverLog(p.log, "dispatcher")
 	for {
 		select {
 		case <-stop:
 			return
 		case <-p.wake:
 		}
-		for {
-			if p.policy.Pick(p.replicas, nil) == nil {
-				break // no free slot: a Release will wake us
-			}
-			e, ok := p.queue.Pop()
-			if !ok {
-				break
-			}
-			t := e.Value
-			r := p.policy.Pick(p.replicas, prefer(t))
-			if r == nil || !r.TryAcquire() {
-				// The slot went away between the two picks (a replica turned
-				// unready): put the task back and wait for the next signal.
+		p.dispatchRound(prefer, start)
+	}
+}
+
+func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(t *task, r *balancer.Replica)) {
+	defer recoverLog(p.log, "dispatcher")
+	for {
+		if p.policy.Pick(p.replicas, nil) == nil {
+			return // no free slot: a Release will wake us
+		}
+		e, ok := p.queue.Pop()
+		if !ok {
+			return
+		}
+		t := e.Value
+		r := p.policy.Pick(p.replicas, prefer(t))
+		if r == nil || !r.TryAcquire() {
+			// The slot went away between the two picks (a replica turned
+			// unready): put the task back, unless it was canceled meanwhile,
+			// and wait for the next signal.
+			t.mu.Lock()
+			if t.state == stateQueued {
 				p.queue.PushFront(e)
-				break
 			}
-			start(t, r)
+			t.mu.Unlock()
+			return
+		}
+		start(t, r)
+	}
+}
+
+// watchdog ends running tasks that break the pool's timeouts (SPEC §4.5):
+// no first token within first_token_ms, no token for idle_ms after the first,
+// or longer than wall_ms in all. It samples token counts instead of timing
+// every token, so the relay's hot path pays nothing for it.
+func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError)) {
+	to := p.cfg.Timeouts
+	period := time.Duration(min(to.FirstTokenMs, to.IdleMs, to.WallMs)) * time.Millisecond / 4
+	period = min(max(period, 10*time.Millisecond), time.Second)
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	var due []*task
+	var why []*APIError
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-tick.C:
+			due, why = due[:0], why[:0]
+			p.runMu.Lock()
+			for t := range p.running {
+				if ae := p.overdue(t, now); ae != nil {
+					due, why = append(due, t), append(why, ae)
+				}
+			}
+			p.runMu.Unlock()
+			for i, t := range due {
+				expire(t, why[i])
+			}
 		}
 	}
+}
+
+// overdue checks one running task; only the watchdog goroutine touches
+// wdTokens and wdSince.
+func (p *pool) overdue(t *task, now time.Time) *APIError {
+	to := p.cfg.Timeouts
+	n := t.log.Tokens()
+	if t.wdSince.IsZero() || n != t.wdTokens {
+		t.wdTokens, t.wdSince = n, now
+	}
+	ae := &APIError{Engine: p.engine, PoolID: p.id}
+	switch {
+	case now.Sub(t.dispatchedAt) > time.Duration(to.WallMs)*time.Millisecond:
+		ae.Code, ae.Message = CodeDecodeTimeout, "task ran longer than wall_ms "+strconv.Itoa(to.WallMs)
+	case n == 0 && now.Sub(t.dispatchedAt) > time.Duration(to.FirstTokenMs)*time.Millisecond:
+		// A miss before the first token is a replica failure (SPEC §4.5);
+		// v0 makes one attempt, so it ends the task as retries used up.
+		ae.Code, ae.Message, ae.Retriable = CodeReplicaExhausted, "no first token within first_token_ms "+strconv.Itoa(to.FirstTokenMs), true
+	case n > 0 && now.Sub(t.wdSince) > time.Duration(to.IdleMs)*time.Millisecond:
+		ae.Code, ae.Message = CodeDecodeTimeout, "no token for idle_ms "+strconv.Itoa(to.IdleMs)
+	default:
+		return nil
+	}
+	return ae
 }
 
 // healthLoop probes every replica until stop closes.

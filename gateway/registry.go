@@ -67,6 +67,8 @@ func (g *registry) retire(t *task, retention time.Duration) {
 		defer g.mu.Unlock()
 		if g.tasks[t.key] == t {
 			delete(g.tasks, t.key)
+			// The id stays remembered for the TTL after the log is gone.
+			g.ids[t.key] = g.now().Add(g.idTTL)
 		}
 	})
 }

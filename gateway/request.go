@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+	"github.com/valyala/fasthttp"
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/gateway/admission"
@@ -68,15 +69,21 @@ func parseTaskRequest(body []byte) (*parsedTask, *APIError) {
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
+	// Ids are kept in canonical form, so one id written two ways (upper
+	// case, braces, urn:uuid:) is still one task and one session.
 	if r.TaskID == "" {
 		bad("task_id is required (a UUID)")
-	} else if _, err := uuid.Parse(r.TaskID); err != nil {
+	} else if id, ok := canonicalID(r.TaskID); !ok {
 		bad("task_id must be a UUID")
+	} else {
+		r.TaskID = id
 	}
 	if r.SessionID == "" {
 		bad("session_id is required (a UUID)")
-	} else if _, err := uuid.Parse(r.SessionID); err != nil {
+	} else if id, ok := canonicalID(r.SessionID); !ok {
 		bad("session_id must be a UUID")
+	} else {
+		r.SessionID = id
 	}
 	switch r.Workload {
 	case "", "completion":
@@ -145,6 +152,15 @@ func parseTaskRequest(body []byte) (*parsedTask, *APIError) {
 	return p, nil
 }
 
+// canonicalID returns the canonical lower-case form of a UUID.
+func canonicalID(s string) (string, bool) {
+	u, err := uuid.Parse(s)
+	if err != nil {
+		return "", false
+	}
+	return u.String(), true
+}
+
 // seedFor is the stable seed injected when a request names none (SPEC §3.1):
 // FNV-1a of the task id, kept non-negative so every engine accepts it.
 func seedFor(taskID string) int64 {
@@ -189,4 +205,14 @@ func jsonTypeName(goType string) string {
 		return "an array of strings"
 	}
 	return goType
+}
+
+// pathID is the {id} of a route in canonical form; a value that is no UUID
+// is returned as it is and matches nothing (404).
+func pathID(ctx *fasthttp.RequestCtx) string {
+	raw, _ := ctx.UserValue("id").(string)
+	if id, ok := canonicalID(raw); ok {
+		return id
+	}
+	return raw
 }

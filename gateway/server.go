@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -57,7 +58,8 @@ type Server struct {
 	// task is admitted after Shutdown's final sweep.
 	admitMu   sync.RWMutex
 	wg        sync.WaitGroup // task goroutines
-	bgWG      sync.WaitGroup // dispatchers, health loops, janitor
+	bgWG      sync.WaitGroup // dispatchers, health loops, watchdogs, janitor
+	eraseWG   sync.WaitGroup // session KV evictions (waited after the HTTP server)
 	closeOnce sync.Once
 }
 
@@ -102,12 +104,17 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.http = s.newHTTPServer()
 
 	prefer := func(t *task) *balancer.Replica { return s.sessions.lastReplica(t.key.tenant, t.sessionID, t.pool) }
+	expire := func(t *task, ae *APIError) { s.terminate(t, ae, reasonWatchdog) }
 	for _, p := range s.pools {
 		p.healthLoop(s.stop, cfg.Health, &s.bgWG)
-		s.bgWG.Add(1)
+		s.bgWG.Add(2)
 		go func(p *pool) {
 			defer s.bgWG.Done()
 			p.dispatch(s.stop, prefer, s.startTask)
+		}(p)
+		go func(p *pool) {
+			defer s.bgWG.Done()
+			p.watchdog(s.stop, expire)
 		}(p)
 	}
 	s.bgWG.Add(1)
@@ -162,19 +169,42 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		NoDefaultServerHeader: false,
 		NoDefaultDate:         true,
 		CloseOnShutdown:       true,
+		SecureErrorLogMessage: true, // parse errors must not echo headers (API keys)
 		Logger:                zapPrintf{s.log},
 		ErrorHandler:          s.handleParseError,
 	}
+}
+
+// drainBody reads and drops what is left of an oversized body (bounded in
+// bytes and time) before the error is answered: closing a socket with unread
+// data makes the kernel send a reset, and the client would lose the 413.
+func drainBody(ctx *fasthttp.RequestCtx) {
+	conn := ctx.Conn()
+	left := int64(ctx.Request.Header.ContentLength())
+	if conn == nil || left <= 0 {
+		return
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.CopyN(io.Discard, conn, min(left, 16<<20))
+	_ = conn.SetReadDeadline(time.Time{})
 }
 
 // handleParseError answers requests fasthttp could not parse (oversized
 // body or headers, malformed request line) with the JSON envelope.
 func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
 	ctx.Response.Header.Set(headerCorrelation, newCorrelationID())
-	ae := &APIError{Code: CodeInvalidParams, Message: "malformed HTTP request: " + err.Error()}
-	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+	// A fixed message per kind: fasthttp's error text can quote the request,
+	// headers (and so API keys) included.
+	ae := &APIError{Code: CodeInvalidParams, Message: "malformed HTTP request"}
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		ae.status = fasthttp.StatusRequestEntityTooLarge
 		ae.Message = "request body exceeds the limit of " + strconv.Itoa(s.http.MaxRequestBodySize) + " bytes"
+		drainBody(ctx)
+	case errors.As(err, &small):
+		ae.status = fasthttp.StatusRequestHeaderFieldsTooLarge
+		ae.Message = "request headers exceed the limit of " + strconv.Itoa(s.http.ReadBufferSize) + " bytes"
 	}
 	ctx.Response.SetConnectionClose()
 	writeError(ctx, ae)
@@ -257,6 +287,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.wg.Wait()
 	err := s.http.ShutdownWithContext(ctx)
+	s.eraseWG.Wait()
 	for _, p := range s.pools {
 		p.close()
 	}
@@ -342,7 +373,7 @@ func (s *Server) handleCancel(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	t, ok := s.tasks.get(taskKey{pr.Tenant, ctx.UserValue("id").(string)})
+	t, ok := s.tasks.get(taskKey{pr.Tenant, pathID(ctx)})
 	if !ok {
 		writeError(ctx, &APIError{Code: CodeNotFound, Message: "unknown task id"})
 		return
@@ -356,7 +387,7 @@ func (s *Server) handleSessionGet(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	v, ok := s.sessions.view(pr.Tenant, ctx.UserValue("id").(string))
+	v, ok := s.sessions.view(pr.Tenant, pathID(ctx))
 	if !ok {
 		writeError(ctx, &APIError{Code: CodeNotFound, Message: "unknown, expired or deleted session"})
 		return
@@ -369,18 +400,20 @@ func (s *Server) handleSessionDelete(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	p, r, slot, ok := s.sessions.remove(pr.Tenant, ctx.UserValue("id").(string))
+	p, r, slot, ok := s.sessions.remove(pr.Tenant, pathID(ctx))
 	if !ok {
 		writeError(ctx, &APIError{Code: CodeNotFound, Message: "unknown, expired or deleted session"})
 		return
 	}
-	if p != nil && r != nil && slot >= 0 {
+	s.admitMu.RLock()
+	defer s.admitMu.RUnlock()
+	if p != nil && r != nil && slot >= 0 && !s.draining.Load() {
 		if eraser, ok := p.states[r.Index].adapter.(engines.SlotEraser); ok {
 			// Best effort and off the request path: the session is gone for
 			// the gateway either way.
-			s.bgWG.Add(1)
+			s.eraseWG.Add(1)
 			go func() {
-				defer s.bgWG.Done()
+				defer s.eraseWG.Done()
 				ectx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
 				if err := eraser.EraseSlot(ectx, slot); err != nil {

@@ -48,8 +48,10 @@ func (st *sessionStore) expired(s *session, now time.Time) bool {
 }
 
 // reserve starts a turn for t: an expired session starts afresh, the session
-// budget (when configured) must cover max_tokens. It returns an undo for a
-// later admission rejection, or the rejection itself.
+// budget (when configured) must cover max_tokens. The task keeps a pointer to
+// the session it reserved in, so a late finish of an old turn never touches a
+// session started afresh since. It returns an undo for a later admission
+// rejection, or the rejection itself.
 func (st *sessionStore) reserve(t *task, maxTokens int) (undo func(), _ *APIError) {
 	k := taskKey{t.key.tenant, t.sessionID}
 	st.mu.Lock()
@@ -57,12 +59,10 @@ func (st *sessionStore) reserve(t *task, maxTokens int) (undo func(), _ *APIErro
 	now := st.now()
 	s, ok := st.m[k]
 	fresh := !ok || st.expired(s, now)
-	var prev session
 	if fresh {
 		s = &session{slot: -1}
-	} else {
-		prev = *s
 	}
+	reserved := 0
 	if st.budget > 0 {
 		remaining := st.budget - s.tokensUsed
 		if maxTokens > remaining {
@@ -70,35 +70,33 @@ func (st *sessionStore) reserve(t *task, maxTokens int) (undo func(), _ *APIErro
 				Message: "session token budget exhausted: " + strconv.Itoa(remaining) + " tokens remain, max_tokens asks " + strconv.Itoa(maxTokens),
 				status:  429, RetryAfterMs: int64(st.ttl / time.Millisecond)}
 		}
-		s.tokensUsed += maxTokens
-		t.reserved = maxTokens
+		reserved = maxTokens
 	}
+	s.tokensUsed += reserved
 	s.turns++
+	prevUsed := s.lastUsed
 	s.lastUsed = now
-	var old *session
 	if fresh {
-		old = st.m[k]
 		st.m[k] = s
 	}
+	t.session, t.reserved = s, reserved
 	return func() {
 		st.mu.Lock()
 		defer st.mu.Unlock()
-		if fresh {
-			if old != nil {
-				st.m[k] = old
-			} else {
-				delete(st.m, k)
-			}
-			return
+		// Deltas, not a snapshot: other turns may have been reserved since.
+		s.turns--
+		s.tokensUsed -= reserved
+		if s.lastUsed == now {
+			s.lastUsed = prevUsed
 		}
-		s.turns = prev.turns
-		s.lastUsed = prev.lastUsed
-		s.tokensUsed -= t.reserved
-		t.reserved = 0
+		if fresh && s.turns == 0 && st.m[k] == s {
+			delete(st.m, k)
+		}
+		t.session, t.reserved = nil, 0
 	}, nil
 }
 
-// warm reports whether the session has a replica with its KV cache in p.
+// lastReplica returns the replica holding the session's KV in p, if any.
 func (st *sessionStore) lastReplica(tenant, id string, p *pool) *balancer.Replica {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -109,21 +107,22 @@ func (st *sessionStore) lastReplica(tenant, id string, p *pool) *balancer.Replic
 	return s.lastReplica
 }
 
-// finishTurn settles a turn: records the replica that served it (nil when it
-// failed) and refunds the unused budget. It returns the remaining budget when
-// one is configured.
+// finishTurn settles a turn: refunds the unused budget and, while the
+// session is still the live one, records the replica that served it (nil when
+// it failed). It returns the remaining budget when one is configured. It is
+// idempotent.
 func (st *sessionStore) finishTurn(t *task, res engines.Result, r *balancer.Replica) *int {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	s, ok := st.m[taskKey{t.key.tenant, t.sessionID}]
-	if !ok {
+	s := t.session
+	if s == nil {
 		return nil
 	}
 	if t.reserved > 0 {
-		s.tokensUsed -= t.reserved - min(res.TokensOut, t.reserved)
+		s.tokensUsed -= t.reserved - min(max(res.TokensOut, 0), t.reserved)
 		t.reserved = 0
 	}
-	if r != nil {
+	if r != nil && st.m[taskKey{t.key.tenant, t.sessionID}] == s {
 		s.lastPool, s.lastReplica, s.slot = t.pool, r, res.Slot
 		s.kvTokens = res.TokensIn + res.TokensOut
 	}

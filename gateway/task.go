@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -30,6 +31,7 @@ const (
 	reasonClient    = "client"
 	reasonAbandoned = "abandoned"
 	reasonShutdown  = "shutdown"
+	reasonWatchdog  = "watchdog"
 )
 
 // taskKey scopes task ids to their tenant (SPEC §3.1).
@@ -50,6 +52,12 @@ type task struct {
 	predictedStartMs int64
 	log              *tasklog.Log
 	entry            *admission.Entry[*task]
+
+	sink         taskSink
+	dispatchedAt time.Time
+	session      *session  // the session this task's turn was reserved in
+	wdTokens     int       // watchdog: tokens seen at wdSince
+	wdSince      time.Time // watchdog: when the token count last moved
 
 	mu          sync.Mutex
 	state       taskState
@@ -119,7 +127,7 @@ func (s *taskSink) Token(text []byte) {
 
 func (s *taskSink) Flush() { s.log.Publish() }
 
-// start moves a dispatched task to running on replica r. Called by the
+// startTask moves a dispatched task to running on replica r. Called by the
 // pool's dispatcher with r's slot already acquired.
 func (s *Server) startTask(t *task, r *balancer.Replica) {
 	t.mu.Lock()
@@ -134,29 +142,46 @@ func (s *Server) startTask(t *task, r *balancer.Replica) {
 	t.state = stateRunning
 	t.replica = r
 	t.cancelRun = cancel
+	t.dispatchedAt = time.Now()
 	prefer := s.sessions.lastReplica(t.key.tenant, t.sessionID, t.pool)
 	t.kvWarm = prefer == r && t.kvHint != "cold"
 	if t.readers == 0 {
 		t.armDetachLocked(s)
 	}
 	t.mu.Unlock()
+	t.pool.addRunning(t)
 
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer recoverLog(s.log, "task "+t.key.id)
 		s.runTask(ctx, t, r)
 	}()
 }
 
 // runTask streams the task from replica r and writes its terminal event.
+// Whatever happens — an engine error, a cancel, a panic in an adapter — the
+// slot is released, the task gets a terminal event and is finished, once.
 func (s *Server) runTask(ctx context.Context, t *task, r *balancer.Replica) {
 	p := t.pool
 	st := p.states[r.Index]
 	ver := p.replicaVersion(r.Index)
 	labels := seriesLabels{engine: p.engine, engineVersion: ver, poolID: p.id, replicaID: r.ID, priority: t.prio.String()}
-	dispatched := time.Now()
-	queueMs := dispatched.Sub(t.admittedAt).Milliseconds()
+	queueMs := t.dispatchedAt.Sub(t.admittedAt).Milliseconds()
+
+	var (
+		res engines.Result
+		err error
+	)
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("recovered from panic in task", zap.String("job_id", t.key.id), zap.Any("panic", v), zap.Stack("stack"))
+			res, err = engines.Result{}, fmt.Errorf("BUG: panic while streaming: %v", v)
+		}
+		p.removeRunning(t)
+		r.Release()
+		p.signal()
+		s.settle(t, labels, res, err)
+	}()
 
 	s.metrics.started(labels)
 	t.log.Append(sse.KindStarted, mustJSON(startedEvent{
@@ -168,64 +193,63 @@ func (s *Server) runTask(ctx context.Context, t *task, r *balancer.Replica) {
 		zap.String("replica_id", r.ID), zap.String("engine_version", ver), zap.Bool("kv_warmth", t.kvWarm),
 		zap.Int64("queue_time_ms", queueMs))
 
-	sink := &taskSink{log: t.log}
-	sink.onFirst = func() {
+	t.sink.log = t.log
+	t.sink.onFirst = func() {
 		s.metrics.firstToken(labels, float64(time.Since(t.admittedAt).Microseconds())/1000)
 	}
-	res, err := st.adapter.Stream(ctx, &t.req, sink)
-	end := time.Now()
+	res, err = st.adapter.Stream(ctx, &t.req, &t.sink)
 	t.log.Publish()
+}
 
-	r.Release()
-	p.signal()
-
-	tokensOut := res.TokensOut
-	if err == nil {
-		decodeMs := res.DecodeMs
-		if decodeMs <= 0 && !sink.firstToken.IsZero() {
-			decodeMs = end.Sub(sink.firstToken).Milliseconds()
+// settle writes a finished stream's terminal events, metrics and logs.
+func (s *Server) settle(t *task, labels seriesLabels, res engines.Result, err error) {
+	p, r := t.pool, t.replica
+	end := time.Now()
+	queueMs := t.dispatchedAt.Sub(t.admittedAt).Milliseconds()
+	first := t.sink.firstToken
+	if err != nil {
+		s.sessions.finishTurn(t, engines.Result{}, nil)
+		if !errors.Is(err, context.Canceled) {
+			ae := engineError(err, p)
+			if t.log.Append(sse.KindError, mustJSON(ae)) {
+				s.taskLogger(t).Warn("task failed",
+					zap.String("replica_id", r.ID), zap.String("engine_version", labels.engineVersion),
+					zap.String("code", ae.Code), zap.String("error", ae.Message),
+					zap.Int("tokens_streamed", t.log.Tokens()))
+			}
 		}
-		var ttft int64
-		if !sink.firstToken.IsZero() {
-			ttft = sink.firstToken.Sub(t.admittedAt).Milliseconds()
-			s.metrics.decode(labels, float64(end.Sub(sink.firstToken).Microseconds())/1000)
-		}
-		remaining := s.sessions.finishTurn(t, res, r)
-		me := metricsEvent{
-			OnTimeProbability: onTime(t, end), QueueDepth: p.queue.Len(), KVWarmth: t.kvWarm,
-			TokensBudgetRemaining: remaining, TokensIn: res.TokensIn, TokensOut: tokensOut, TTFTMs: ttft, ReplicaID: r.ID,
-		}
-		t.log.Append(sse.KindMetrics, mustJSON(me))
-		finish := res.FinishReason
-		if finish == "" {
-			finish = "stop"
-		}
-		if t.log.Append(sse.KindEnd, mustJSON(endEvent{TokensOut: tokensOut, DecodeMs: decodeMs, FinishReason: finish})) {
-			s.metrics.tokens(labels, res.TokensIn, tokensOut)
-			p.observeService(float64(end.Sub(dispatched).Microseconds()) / 1000)
-			s.taskLogger(t).Info("task finished",
-				zap.String("replica_id", r.ID), zap.String("engine_version", ver), zap.Bool("kv_warmth", t.kvWarm),
-				zap.Int64("queue_time_ms", queueMs), zap.Int64("decode_time_ms", decodeMs),
-				zap.Int("tokens_in", res.TokensIn), zap.Int("tokens_out", tokensOut),
-				zap.Float64("on_time_probability", me.OnTimeProbability), zap.Bool("preempted", false))
-		}
+		// A cancel (client, abandonment, watchdog, shutdown) already wrote
+		// the terminal event; Append refuses anything after it.
 		s.finishTask(t)
 		return
 	}
-
-	s.sessions.finishTurn(t, engines.Result{}, nil)
-	if errors.Is(err, context.Canceled) {
-		// Whoever canceled (client, abandonment, shutdown) already wrote the
-		// terminal event; nothing more to say.
-		s.finishTask(t)
-		return
+	decodeMs := res.DecodeMs
+	if decodeMs <= 0 && !first.IsZero() {
+		decodeMs = end.Sub(first).Milliseconds()
 	}
-	ae := engineError(err, p)
-	if t.log.Append(sse.KindError, mustJSON(ae)) {
-		s.taskLogger(t).Warn("task failed",
-			zap.String("replica_id", r.ID), zap.String("engine_version", ver),
-			zap.String("code", ae.Code), zap.String("error", ae.Message),
-			zap.Int("tokens_streamed", t.log.Tokens()))
+	var ttft int64
+	if !first.IsZero() {
+		ttft = first.Sub(t.admittedAt).Milliseconds()
+		s.metrics.decode(labels, float64(end.Sub(first).Microseconds())/1000)
+	}
+	remaining := s.sessions.finishTurn(t, res, r)
+	me := metricsEvent{
+		OnTimeProbability: onTime(t, end), QueueDepth: p.queue.Len(), KVWarmth: t.kvWarm,
+		TokensBudgetRemaining: remaining, TokensIn: res.TokensIn, TokensOut: res.TokensOut, TTFTMs: ttft, ReplicaID: r.ID,
+	}
+	t.log.Append(sse.KindMetrics, mustJSON(me))
+	finish := res.FinishReason
+	if finish == "" {
+		finish = "stop"
+	}
+	if t.log.Append(sse.KindEnd, mustJSON(endEvent{TokensOut: res.TokensOut, DecodeMs: decodeMs, FinishReason: finish})) {
+		s.metrics.tokens(labels, res.TokensIn, res.TokensOut)
+		p.observeService(float64(end.Sub(t.dispatchedAt).Microseconds()) / 1000)
+		s.taskLogger(t).Info("task finished",
+			zap.String("replica_id", r.ID), zap.String("engine_version", labels.engineVersion), zap.Bool("kv_warmth", t.kvWarm),
+			zap.Int64("queue_time_ms", queueMs), zap.Int64("decode_time_ms", decodeMs),
+			zap.Int("tokens_in", res.TokensIn), zap.Int("tokens_out", res.TokensOut),
+			zap.Float64("on_time_probability", me.OnTimeProbability), zap.Bool("preempted", false))
 	}
 	s.finishTask(t)
 }
@@ -271,7 +295,9 @@ func (s *Server) terminate(t *task, ae *APIError, reason string) bool {
 		t.pool.queue.Remove(t.entry)
 		t.state = stateDone
 		t.mu.Unlock()
-		t.log.Append(sse.KindError, mustJSON(ae))
+		if !t.log.Append(sse.KindError, mustJSON(ae)) {
+			return false
+		}
 		s.metrics.canceled(seriesLabels{engine: t.pool.engine, poolID: t.pool.id}, reason)
 		s.sessions.finishTurn(t, engines.Result{}, nil)
 		s.taskLogger(t).Info("task canceled", zap.String("reason", reason), zap.String("state", "queued"))
@@ -279,8 +305,12 @@ func (s *Server) terminate(t *task, ae *APIError, reason string) bool {
 		return true
 	}
 	// Running: the error event closes the log first, so no token can follow
-	// it; then the engine request is aborted and runTask frees the slot.
-	t.log.Append(sse.KindError, mustJSON(ae))
+	// it; then the engine request is aborted and runTask frees the slot. If
+	// the stream ended a moment ago, its terminal event won: nothing to do.
+	if !t.log.Append(sse.KindError, mustJSON(ae)) {
+		t.mu.Unlock()
+		return false
+	}
 	cancel, r := t.cancelRun, t.replica
 	t.mu.Unlock()
 	cancel()
