@@ -611,6 +611,7 @@ func TestHealth(t *testing.T) {
 func TestProps(t *testing.T) {
 	leakCheck(t)
 	var paths []string
+	props := fixtureResponse(t, "props", "body.json") // read (or skip) on the test goroutine
 	srv := newServer(t, func(c *srvConn) {
 		for {
 			req, _, err := c.readRequest()
@@ -618,7 +619,7 @@ func TestProps(t *testing.T) {
 				return
 			}
 			paths = append(paths, req.Method+" "+req.RequestURI)
-			_, _ = c.Write(fixtureResponse(t, "props", "body.json"))
+			_, _ = c.Write(props)
 		}
 	})
 	a := newAdapter(t, srv.url()+"/", Options{})
