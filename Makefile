@@ -4,7 +4,7 @@ BIN     ?= bin
 # go test -race needs cgo.
 export CGO_ENABLED ?= 1
 
-.PHONY: run test build lint bench fuzz clean
+.PHONY: run test build lint bench bench-peers bench-go fuzz clean
 
 run: ## orchd on the embedded demo (two in-process llama.cpp fakes, key sk-demo)
 	$(GO) run ./cmd/orchd
@@ -20,7 +20,13 @@ lint: ## formatting and vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-bench: ## hot-path Go benchmarks (allocs/op, ns/op)
+bench: ## orch-bench's standard scenarios: fakes + orchd on loopback → bench/results/ (about 3 min)
+	BIN=$(BIN) GO=$(GO) bash scripts/bench.sh
+
+bench-peers: ## nginx (proxy_buffering off, installed from Debian if missing) as a reference next to orchd, c=512 unpaced
+	BIN=$(BIN) GO=$(GO) bash scripts/bench.sh a-unpaced-c512 nginx-a-unpaced-c512
+
+bench-go: ## hot-path Go benchmarks (allocs/op, ns/op)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./sse/ ./engines/... ./gateway/...
 
 FUZZTIME ?= 30s
