@@ -104,6 +104,19 @@ type SlotEraser interface {
 	EraseSlot(ctx context.Context, slot int) error
 }
 
+// Tokenizer is implemented by adapters whose engine can count a text's
+// tokens (admission's `tokenize: engine` estimator).
+type Tokenizer interface {
+	CountTokens(ctx context.Context, text string) (int, error)
+}
+
+// Interruptible is implemented by adapters whose engine frees the slot as
+// soon as the stream is closed, so a running decode can be aborted and
+// resumed elsewhere later (SPEC §4.4 interruptible_decode).
+type Interruptible interface {
+	InterruptibleDecode() bool
+}
+
 // Closer is implemented by adapters holding pooled connections.
 type Closer interface{ Close() error }
 

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"math"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/gateway/admission"
@@ -32,6 +34,31 @@ func estimatePromptTokens(prompt string, charsPerToken float64) int {
 		charsPerToken = 4
 	}
 	return int(math.Ceil(float64(len(prompt)) / charsPerToken))
+}
+
+// promptTokens counts the prompt's tokens with the engine's tokenizer when
+// `admission.tokenize: engine` is set (one bounded call to a ready replica,
+// plus the BOS token), else — or if that fails — with the chars_per_token
+// estimate.
+func (s *Server) promptTokens(p *pool, prompt string) int {
+	if s.cfg.Admission.Tokenize == "engine" {
+		for i, r := range p.replicas {
+			tk, ok := p.states[i].adapter.(engines.Tokenizer)
+			if !ok || !r.Ready() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			n, err := tk.CountTokens(ctx, prompt)
+			cancel()
+			if err == nil {
+				return n + 1
+			}
+			s.log.Warn("engine tokenizer failed; using the chars_per_token estimate",
+				zap.String("pool_id", p.id), zap.String("replica_id", r.ID), zap.Error(err))
+			break
+		}
+	}
+	return estimatePromptTokens(prompt, s.cfg.Admission.CharsPerToken)
 }
 
 func (s *Server) reject(ctx *fasthttp.RequestCtx, engine string, e *APIError) {
@@ -86,7 +113,7 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		}
 		reqCtx = *pt.Ctx
 	}
-	est := estimatePromptTokens(*pt.Prompt, s.cfg.Admission.CharsPerToken)
+	est := s.promptTokens(p, *pt.Prompt)
 	bound, what := reqCtx, "ctx"
 	if s.cfg.Admission.MaxTokensLimit < bound {
 		bound, what = s.cfg.Admission.MaxTokensLimit, "max_tokens_limit"
@@ -126,6 +153,10 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 	if pt.DeadlineMs != nil {
 		t.deadline = *pt.DeadlineMs
 	}
+	if pt.ExpectedTokens != nil && *pt.ExpectedTokens > 0 {
+		t.expectedTokens = min(*pt.ExpectedTokens, pt.maxTokens)
+	}
+	t.strict = pt.Determinism == "strict"
 	undoSession, aerr := s.sessions.reserve(t, pt.maxTokens)
 	if aerr != nil {
 		s.tasks.unreserve(key)
@@ -133,49 +164,108 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		s.reject(ctx, p.engine, aerr)
 		return
 	}
-	// Tenant quotas (§4.3) and deadline feasibility (§4.4) slot in here.
+	undoQuota, aerr := s.quotas.acquire(pr.Tenant)
+	if aerr != nil {
+		undoSession()
+		s.tasks.unreserve(key)
+		aerr.Engine, aerr.PoolID = p.engine, p.id
+		s.metrics.backpressure(p.engine, aerr.PolicyLabel)
+		s.reject(ctx, p.engine, aerr)
+		return
+	}
+	undo := func() {
+		undoQuota()
+		undoSession()
+		s.tasks.unreserve(key)
+	}
+
+	// Deadline feasibility (SPEC §4.4): the predicted end must fit the
+	// budget; the prediction uses the queue as it is now.
+	estAhead := p.estimateAhead(t.prio)
+	estStart := p.predictStartMs(estAhead)
+	predictedEnd := p.predictEndMs(estStart, t.tokensExpected())
+	if t.deadline > 0 && predictedEnd > t.deadline {
+		undo()
+		s.reject(ctx, p.engine, &APIError{Code: CodeDeadlineUnmet, Engine: p.engine, PoolID: p.id, PredictedEndMs: predictedEnd,
+			Message: "deadline_ms " + strconv.FormatInt(t.deadline, 10) + " cannot be met: predicted end in " + strconv.FormatInt(predictedEnd, 10) +
+				" ms (" + strconv.Itoa(estAhead) + " tasks ahead, start in about " + strconv.FormatInt(estStart, 10) + " ms)"})
+		return
+	}
 
 	t.mu.Lock()
 	t.admittedAt = time.Now()
-	e, ahead, err := p.queue.Push(t.prio, t)
+	meta := admission.Meta{Prio: t.prio, Tenant: pr.Tenant, Weight: s.quotas.weight(pr.Tenant)}
+	if t.deadline > 0 {
+		meta.Deadline = t.admittedAt.Add(time.Duration(t.deadline) * time.Millisecond)
+	}
+	e, ahead, victim, err := p.queue.Push(meta, t)
 	if err != nil {
 		t.mu.Unlock()
-		undoSession()
-		s.tasks.unreserve(key)
+		undo()
 		var full *admission.FullError
 		if !errors.As(err, &full) {
 			panic("BUG: gateway: unexpected queue error: " + err.Error())
 		}
 		s.metrics.backpressure(p.engine, full.Policy)
-		backoff := p.backoffMs()
-		s.reject(ctx, p.engine, &APIError{Code: CodeAdmissionReject, Engine: p.engine, PoolID: p.id, PolicyLabel: full.Policy,
+		code := CodeAdmissionReject
+		if full.Policy == admission.PolicyDropLRU {
+			code = CodeQueueFullDropLRU
+		}
+		perPriority := full.Capacity != p.queue.Capacity()
+		s.reject(ctx, p.engine, &APIError{Code: code, Engine: p.engine, PoolID: p.id, PolicyLabel: full.Policy,
 			Message:      "queue of pool " + p.id + " is full (" + strconv.Itoa(full.Queued) + " queued, capacity " + strconv.Itoa(full.Capacity) + ")",
-			RetryAfterMs: backoff, queuePosition: full.Queued, queueETAMs: p.predictStartMs(full.Queued)})
+			RetryAfterMs: p.backoffMs(t.prio, perPriority), queuePosition: full.Queued, queueETAMs: p.predictStartMs(full.Queued)})
 		return
 	}
 	t.entry = e
 	t.queuePosition = ahead
 	t.predictedStartMs = p.predictStartMs(ahead)
+	t.predictedEndMs = p.predictEndMs(t.predictedStartMs, t.tokensExpected())
 	s.tasks.add(t)
 	t.mu.Unlock()
 
+	if victim != nil {
+		s.evict(victim.Value, p.queue.Policy())
+	}
 	s.metrics.enqueued(seriesLabels{engine: p.engine, poolID: p.id, priority: t.prio.String()})
-	s.taskLogger(t).Info("task admitted")
+	s.logTask(t, zap.InfoLevel, "task admitted", zap.Float64("on_time_probability", onTimeProbability(t.predictedEndMs, t.deadline)))
 	p.signal()
+	s.maybePreempt(p, t)
 
 	ctx.Response.Header.Set("X-Queue-Position", strconv.Itoa(t.queuePosition))
 	ctx.Response.Header.Set("X-Queue-ETA-Ms", strconv.FormatInt(t.predictedStartMs, 10))
+	if rem := s.sessions.remaining(t); rem != nil {
+		ctx.Response.Header.Set("X-Budget-Tokens-Remaining", strconv.Itoa(*rem))
+	}
 	if wantsStream(ctx) {
 		s.serveStream(ctx, t, -1)
 		return
 	}
 	var backoff int64
 	if t.predictedStartMs > 0 {
-		backoff = p.backoffMs()
+		backoff = p.backoffMs(t.prio, false)
 	}
 	writeJSON(ctx, fasthttp.StatusAccepted, enqueueResponse{
 		TaskID: pt.TaskID, QueuePosition: t.queuePosition, PredictedStartMs: t.predictedStartMs, BackoffMs: backoff,
 	})
+}
+
+// evict ends a queued task the full policy pushed out for a newcomer
+// (SPEC §4.2): drop-lru ends it with QUEUE_FULL_DROP_LRU, shed-low-priority
+// with ADMISSION_REJECT (a soft preemption).
+func (s *Server) evict(v *task, policy string) {
+	p := v.pool
+	ae := &APIError{Engine: p.engine, PoolID: p.id, Retriable: true, PolicyLabel: policy, RetryAfterMs: p.backoffMs(v.prio, false)}
+	reason := "dropped"
+	if policy == admission.PolicyDropLRU {
+		ae.Code, ae.Message = CodeQueueFullDropLRU, "dropped from the full queue (drop-lru) to admit a newer task"
+	} else {
+		ae.Code, ae.Message = CodeAdmissionReject, "shed from the full queue for higher-priority work (shed-low-priority)"
+		reason = "shed"
+		s.metrics.preemption("soft", p.engine)
+	}
+	s.metrics.backpressure(p.engine, policy)
+	s.terminate(v, ae, reason)
 }
 
 func errDraining(p *pool) *APIError {

@@ -333,3 +333,14 @@ func names(evs []event) string {
 	}
 	return b.String()
 }
+
+// metricEventually waits until /metrics contains want (series are updated
+// just after the event that a client sees).
+func (e *env) metricEventually(t *testing.T, want string) {
+	t.Helper()
+	eventually(t, "metrics to contain "+want, func() bool {
+		var sb strings.Builder
+		e.srv.metrics.WritePrometheus(&sb)
+		return strings.Contains(sb.String(), want)
+	})
+}

@@ -45,9 +45,10 @@ func (b *labelBudget) value(v string) string {
 // gwMetrics is the gateway's metric set. Series are created on first use and
 // cached by the metrics.Set; per-task costs are a name lookup, never per token.
 type gwMetrics struct {
-	set *metrics.Set
+	set   *metrics.Set
+	cache sync.Map // seriesKey → *metrics.Counter | *metrics.PrometheusHistogram
 
-	engineVersion, poolID, replicaID, reason *labelBudget
+	engineVersion, poolID, replicaID, reason, tenant *labelBudget
 }
 
 func newMetrics() *gwMetrics {
@@ -57,6 +58,7 @@ func newMetrics() *gwMetrics {
 		poolID:        newLabelBudget(256),
 		replicaID:     newLabelBudget(1024),
 		reason:        newLabelBudget(16),
+		tenant:        newLabelBudget(256),
 	}
 }
 
@@ -78,56 +80,107 @@ func (m *gwMetrics) fold(l seriesLabels) seriesLabels {
 	return l
 }
 
+// seriesKey identifies one cached series: its name and labels.
+type seriesKey struct {
+	name  string
+	l     seriesLabels
+	extra string // reason, where the series has one
+}
+
+// counter returns the cached counter for key, creating it (with the
+// formatted name) on first use: per task, a map lookup instead of a Sprintf.
+func (m *gwMetrics) counter(k seriesKey, format func() string) *metrics.Counter {
+	if c, ok := m.cache.Load(k); ok {
+		return c.(*metrics.Counter)
+	}
+	c := m.set.GetOrCreateCounter(format())
+	m.cache.Store(k, c)
+	return c
+}
+
+func (m *gwMetrics) histogram(k seriesKey, format func() string) *metrics.PrometheusHistogram {
+	if h, ok := m.cache.Load(k); ok {
+		return h.(*metrics.PrometheusHistogram)
+	}
+	h := m.set.GetOrCreatePrometheusHistogramExt(format(), msBuckets)
+	m.cache.Store(k, h)
+	return h
+}
+
 func (m *gwMetrics) enqueued(l seriesLabels) {
 	l = m.fold(l)
-	m.set.GetOrCreateCounter(fmt.Sprintf(`tasks_enqueued_total{engine=%q,engine_version=%q,pool_id=%q,replica_id=%q,priority=%q}`,
-		l.engine, l.engineVersion, l.poolID, l.replicaID, l.priority)).Inc()
+	m.counter(seriesKey{name: "enq", l: l}, func() string {
+		return fmt.Sprintf(`tasks_enqueued_total{engine=%q,engine_version=%q,pool_id=%q,replica_id=%q,priority=%q}`,
+			l.engine, l.engineVersion, l.poolID, l.replicaID, l.priority)
+	}).Inc()
 }
 
 func (m *gwMetrics) started(l seriesLabels) {
 	l = m.fold(l)
-	m.set.GetOrCreateCounter(fmt.Sprintf(`tasks_started_total{engine=%q,engine_version=%q,pool_id=%q,replica_id=%q,priority=%q}`,
-		l.engine, l.engineVersion, l.poolID, l.replicaID, l.priority)).Inc()
+	m.counter(seriesKey{name: "start", l: l}, func() string {
+		return fmt.Sprintf(`tasks_started_total{engine=%q,engine_version=%q,pool_id=%q,replica_id=%q,priority=%q}`,
+			l.engine, l.engineVersion, l.poolID, l.replicaID, l.priority)
+	}).Inc()
 }
 
 func (m *gwMetrics) canceled(l seriesLabels, reason string) {
 	l = m.fold(l)
-	m.set.GetOrCreateCounter(fmt.Sprintf(`tasks_canceled_total{engine=%q,engine_version=%q,pool_id=%q,replica_id=%q,reason=%q}`,
-		l.engine, l.engineVersion, l.poolID, l.replicaID, m.reason.value(reason))).Inc()
+	reason = m.reason.value(reason)
+	l.priority = ""
+	m.counter(seriesKey{name: "cancel", l: l, extra: reason}, func() string {
+		return fmt.Sprintf(`tasks_canceled_total{engine=%q,engine_version=%q,pool_id=%q,replica_id=%q,reason=%q}`,
+			l.engine, l.engineVersion, l.poolID, l.replicaID, reason)
+	}).Inc()
 }
 
 func (m *gwMetrics) rejected(engine, reason string) {
 	if engine == "" {
 		engine = unknownLabel
 	}
-	m.set.GetOrCreateCounter(fmt.Sprintf(`tasks_rejected_total{engine=%q,reason=%q}`, engine, m.reason.value(reason))).Inc()
+	reason = m.reason.value(reason)
+	m.counter(seriesKey{name: "reject", l: seriesLabels{engine: engine}, extra: reason}, func() string {
+		return fmt.Sprintf(`tasks_rejected_total{engine=%q,reason=%q}`, engine, reason)
+	}).Inc()
 }
 
 func (m *gwMetrics) backpressure(engine, policy string) {
-	m.set.GetOrCreateCounter(fmt.Sprintf(`admission_backpressure_events_total{engine=%q,policy=%q}`, engine, policy)).Inc()
+	m.counter(seriesKey{name: "bp", l: seriesLabels{engine: engine}, extra: policy}, func() string {
+		return fmt.Sprintf(`admission_backpressure_events_total{engine=%q,policy=%q}`, engine, policy)
+	}).Inc()
 }
 
 func (m *gwMetrics) firstToken(l seriesLabels, ms float64) {
 	l = m.fold(l)
-	m.set.GetOrCreatePrometheusHistogramExt(fmt.Sprintf(`latency_first_token_ms{engine=%q,engine_version=%q,pool_id=%q,priority=%q}`,
-		l.engine, l.engineVersion, l.poolID, l.priority), msBuckets).Update(ms)
+	l.replicaID = ""
+	m.histogram(seriesKey{name: "ttft", l: l}, func() string {
+		return fmt.Sprintf(`latency_first_token_ms{engine=%q,engine_version=%q,pool_id=%q,priority=%q}`,
+			l.engine, l.engineVersion, l.poolID, l.priority)
+	}).Update(ms)
 }
 
 func (m *gwMetrics) decode(l seriesLabels, ms float64) {
 	l = m.fold(l)
-	m.set.GetOrCreatePrometheusHistogramExt(fmt.Sprintf(`latency_decode_ms{engine=%q,engine_version=%q,pool_id=%q,priority=%q}`,
-		l.engine, l.engineVersion, l.poolID, l.priority), msBuckets).Update(ms)
+	l.replicaID = ""
+	m.histogram(seriesKey{name: "decode", l: l}, func() string {
+		return fmt.Sprintf(`latency_decode_ms{engine=%q,engine_version=%q,pool_id=%q,priority=%q}`,
+			l.engine, l.engineVersion, l.poolID, l.priority)
+	}).Update(ms)
 }
 
 func (m *gwMetrics) tokens(l seriesLabels, in, out int) {
 	l = m.fold(l)
+	l.priority = ""
 	if in > 0 {
-		m.set.GetOrCreateCounter(fmt.Sprintf(`tokens_in_total{engine=%q,engine_version=%q,pool_id=%q,replica_id=%q}`,
-			l.engine, l.engineVersion, l.poolID, l.replicaID)).Add(in)
+		m.counter(seriesKey{name: "tin", l: l}, func() string {
+			return fmt.Sprintf(`tokens_in_total{engine=%q,engine_version=%q,pool_id=%q,replica_id=%q}`,
+				l.engine, l.engineVersion, l.poolID, l.replicaID)
+		}).Add(in)
 	}
 	if out > 0 {
-		m.set.GetOrCreateCounter(fmt.Sprintf(`tokens_out_total{engine=%q,engine_version=%q,pool_id=%q,replica_id=%q}`,
-			l.engine, l.engineVersion, l.poolID, l.replicaID)).Add(out)
+		m.counter(seriesKey{name: "tout", l: l}, func() string {
+			return fmt.Sprintf(`tokens_out_total{engine=%q,engine_version=%q,pool_id=%q,replica_id=%q}`,
+				l.engine, l.engineVersion, l.poolID, l.replicaID)
+		}).Add(out)
 	}
 }
 
@@ -161,3 +214,28 @@ func (m *gwMetrics) registerPoolGauges(pools []*pool) {
 func (m *gwMetrics) WritePrometheus(w io.Writer) { m.set.WritePrometheus(w) }
 
 func reasonLabel(code string) string { return strings.ToLower(code) }
+
+func (m *gwMetrics) preemption(mode, engine string) {
+	m.counter(seriesKey{name: "preempt", l: seriesLabels{engine: engine}, extra: mode}, func() string {
+		return fmt.Sprintf(`preemptions_total{mode=%q,engine=%q}`, mode, engine)
+	}).Inc()
+}
+
+func (m *gwMetrics) resumption(engine string) {
+	m.counter(seriesKey{name: "resume", l: seriesLabels{engine: engine}}, func() string {
+		return fmt.Sprintf(`resumptions_total{engine=%q}`, engine)
+	}).Inc()
+}
+
+// registerSchedGauges writes admission_share and deadlines_met_ratio at
+// scrape time; a priority with no deadline-carrying task has no series.
+func (m *gwMetrics) registerSchedGauges(shares *shareTracker, deadlines *deadlineTracker) {
+	m.set.RegisterMetricsWriter(func(w io.Writer) {
+		shares.each(func(tenant string, p admission.Priority, v float64) {
+			fmt.Fprintf(w, "admission_share{tenant=%q,priority=%q} %g\n", m.tenant.value(tenant), p, v)
+		})
+		deadlines.each(func(p admission.Priority, v float64) {
+			fmt.Fprintf(w, "deadlines_met_ratio{priority=%q} %g\n", p, v)
+		})
+	})
+}

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -47,13 +46,10 @@ type pool struct {
 	running map[*task]struct{} // for the watchdog
 
 	everReady atomic.Bool
-	// serviceMs is an EWMA of dispatch-to-end times (float64 bits), the basis
-	// of predicted_start_ms and of the 429 backoff.
-	serviceMs atomic.Uint64
+	// est holds the pool's measured service times and drain rates.
+	est     estimator
+	weights [admission.NumPriorities]float64
 }
-
-// priorServiceMs is the service-time estimate before any task finished.
-const priorServiceMs = 1000.0
 
 func newPool(cfg config.Pool, weights config.Weights, factory AdapterFactory, log *zap.Logger) (*pool, error) {
 	qcfg := admission.Config{
@@ -78,7 +74,13 @@ func newPool(cfg config.Pool, weights config.Weights, factory AdapterFactory, lo
 		wake:    make(chan struct{}, 1),
 		running: make(map[*task]struct{}),
 	}
-	p.serviceMs.Store(math.Float64bits(priorServiceMs))
+	p.est.init()
+	p.weights = qcfg.Weights
+	for i, w := range p.weights {
+		if !(w > 0) {
+			p.weights[i] = 1
+		}
+	}
 	for i, rc := range cfg.Replicas {
 		a, err := factory(cfg.Engine, rc.URL)
 		if err != nil {
@@ -186,45 +188,6 @@ func (p *pool) capacity() (total, free int) {
 	return total, free
 }
 
-func (p *pool) serviceEstimateMs() float64 { return math.Float64frombits(p.serviceMs.Load()) }
-
-// observeService folds one finished task's service time into the EWMA.
-func (p *pool) observeService(ms float64) {
-	const alpha = 0.2
-	for {
-		old := p.serviceMs.Load()
-		v := (1-alpha)*math.Float64frombits(old) + alpha*ms
-		if p.serviceMs.CompareAndSwap(old, math.Float64bits(v)) {
-			return
-		}
-	}
-}
-
-// predictStartMs estimates when a task with `ahead` tasks before it starts:
-// 0 with a free slot, else the number of service "waves" it must wait.
-func (p *pool) predictStartMs(ahead int) int64 {
-	total, free := p.capacity()
-	if ahead < free {
-		return 0
-	}
-	if total == 0 {
-		total = 1
-	}
-	waves := (ahead-free)/total + 1
-	return int64(float64(waves) * p.serviceEstimateMs())
-}
-
-// backoffMs is how long a rejected client should wait: about the time until
-// one running task finishes and frees a queue place.
-func (p *pool) backoffMs() int64 {
-	total, _ := p.capacity()
-	if total == 0 {
-		total = 1
-	}
-	ms := int64(p.serviceEstimateMs() / float64(total))
-	return min(max(ms, 100), 60000)
-}
-
 func (p *pool) addRunning(t *task) {
 	p.runMu.Lock()
 	p.running[t] = struct{}{}
@@ -235,6 +198,21 @@ func (p *pool) removeRunning(t *task) {
 	p.runMu.Lock()
 	delete(p.running, t)
 	p.runMu.Unlock()
+}
+
+// estimateAhead estimates how many queued tasks would dispatch before a
+// newcomer of priority p, before it is queued (deadline feasibility): all of
+// its own priority plus the other priority's weighted round-robin share.
+func (p *pool) estimateAhead(prio admission.Priority) int {
+	own := p.queue.LenPriority(prio)
+	ahead := own
+	w := p.weights
+	for o := admission.Priority(0); o < admission.NumPriorities; o++ {
+		if o != prio {
+			ahead += min(int(float64(own+1)*w[o]/w[prio]), p.queue.LenPriority(o))
+		}
+	}
+	return ahead
 }
 
 // dispatch starts queued tasks while replicas have free slots; it runs until
@@ -281,7 +259,7 @@ func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(
 // no first token within first_token_ms, no token for idle_ms after the first,
 // or longer than wall_ms in all. It samples token counts instead of timing
 // every token, so the relay's hot path pays nothing for it.
-func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError)) {
+func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError), report func(t *task, now time.Time)) {
 	to := p.cfg.Timeouts
 	period := time.Duration(min(to.FirstTokenMs, to.IdleMs, to.WallMs)) * time.Millisecond / 4
 	period = min(max(period, 10*time.Millisecond), time.Second)
@@ -299,6 +277,11 @@ func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError)
 			for t := range p.running {
 				if ae := p.overdue(t, now); ae != nil {
 					due, why = append(due, t), append(why, ae)
+				} else if t.lastMetrics.IsZero() {
+					t.lastMetrics = now
+				} else if now.Sub(t.lastMetrics) >= metricsInterval {
+					t.lastMetrics = now
+					report(t, now)
 				}
 			}
 			p.runMu.Unlock()
@@ -308,6 +291,9 @@ func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError)
 		}
 	}
 }
+
+// metricsInterval spaces the periodic `metrics` events of a running task.
+const metricsInterval = 2 * time.Second
 
 // overdue checks one running task; only the watchdog goroutine touches
 // wdTokens and wdSince.

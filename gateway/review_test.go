@@ -8,6 +8,7 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/gateway/admission"
 	"github.com/llama-orch/llama-orch/gateway/config"
 )
 
@@ -23,11 +24,11 @@ func TestWatchdogIdle(t *testing.T) {
 	eventually(t, "the stalled slot to be freed", func() bool {
 		return e.fakes[0].InFlight() == 0 && e.srv.pools[0].replicas[0].InFlight() == 0
 	})
-	var sb strings.Builder
-	e.srv.metrics.WritePrometheus(&sb)
-	if !strings.Contains(sb.String(), `reason="watchdog"`) {
-		t.Fatal("watchdog cancel not counted")
-	}
+	eventually(t, "the watchdog cancel to be counted", func() bool {
+		var sb strings.Builder
+		e.srv.metrics.WritePrometheus(&sb)
+		return strings.Contains(sb.String(), `reason="watchdog"`)
+	})
 }
 
 // TestHugeMaxTokens: max_tokens near MaxInt64 cannot overflow past the
@@ -120,8 +121,11 @@ pools:
 	p.setReady(0, true, "")
 	for i := 0; i < 3; i++ {
 		tk := &task{key: taskKey{"t1", newID()}, pool: p, log: newTaskLog()}
+		if _, ae := srv.quotas.acquire("t1"); ae != nil {
+			t.Fatal(ae)
+		}
 		tk.mu.Lock()
-		tk.entry, _, _ = p.queue.Push(0, tk)
+		tk.entry, _, _, _ = p.queue.Push(admission.Meta{Tenant: "t1"}, tk)
 		srv.tasks.add(tk)
 		tk.mu.Unlock()
 		p.signal()

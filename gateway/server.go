@@ -42,15 +42,18 @@ type Options struct {
 
 // Server is orchd.
 type Server struct {
-	cfg      *config.Config
-	log      *zap.Logger
-	auth     *Authenticator
-	pools    []*pool
-	tasks    *registry
-	sessions *sessionStore
-	metrics  *gwMetrics
-	http     *fasthttp.Server
-	keep     time.Duration
+	cfg       *config.Config
+	log       *zap.Logger
+	auth      *Authenticator
+	pools     []*pool
+	tasks     *registry
+	sessions  *sessionStore
+	quotas    *quotas
+	shares    *shareTracker
+	deadlines *deadlineTracker
+	metrics   *gwMetrics
+	http      *fasthttp.Server
+	keep      time.Duration
 
 	stop     chan struct{} // closed at shutdown: stops dispatchers, health, janitor
 	draining atomic.Bool
@@ -78,14 +81,17 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      log,
-		auth:     auth,
-		tasks:    newRegistry(time.Duration(cfg.TaskIDTTLMs) * time.Millisecond),
-		sessions: newSessionStore(cfg.Sessions),
-		metrics:  newMetrics(),
-		keep:     o.KeepAliveInterval,
-		stop:     make(chan struct{}),
+		cfg:       cfg,
+		log:       log,
+		auth:      auth,
+		tasks:     newRegistry(time.Duration(cfg.TaskIDTTLMs) * time.Millisecond),
+		sessions:  newSessionStore(cfg.Sessions),
+		quotas:    newQuotas(cfg.Tenants),
+		shares:    newShareTracker(),
+		deadlines: &deadlineTracker{},
+		metrics:   newMetrics(),
+		keep:      o.KeepAliveInterval,
+		stop:      make(chan struct{}),
 	}
 	if s.keep <= 0 {
 		s.keep = 10 * time.Second
@@ -101,6 +107,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		s.pools = append(s.pools, p)
 	}
 	s.metrics.registerPoolGauges(s.pools)
+	s.metrics.registerSchedGauges(s.shares, s.deadlines)
 	s.http = s.newHTTPServer()
 
 	prefer := func(t *task) *balancer.Replica { return s.sessions.lastReplica(t.key.tenant, t.sessionID, t.pool) }
@@ -114,7 +121,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		}(p)
 		go func(p *pool) {
 			defer s.bgWG.Done()
-			p.watchdog(s.stop, expire)
+			p.watchdog(s.stop, expire, s.reportProgress)
 		}(p)
 	}
 	s.bgWG.Add(1)

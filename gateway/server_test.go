@@ -215,11 +215,7 @@ func TestAbandonedTaskCanceled(t *testing.T) {
 	eventually(t, "the abandoned task's slot to be freed", func() bool {
 		return e.fakes[0].InFlight() == 0 && e.srv.pools[0].replicas[0].InFlight() == 0
 	})
-	var sb strings.Builder
-	e.srv.metrics.WritePrometheus(&sb)
-	if !strings.Contains(sb.String(), `reason="abandoned"`) {
-		t.Fatalf("no abandoned cancel counted:\n%s", sb.String())
-	}
+	e.metricEventually(t, `reason="abandoned"`)
 }
 
 // TestEngineFaults maps each fake fault to its canonical error event.

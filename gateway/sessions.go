@@ -133,6 +133,17 @@ func (st *sessionStore) finishTurn(t *task, res engines.Result, r *balancer.Repl
 	return &rem
 }
 
+// remaining is the session budget left for t's session (nil: no budget).
+func (st *sessionStore) remaining(t *task) *int {
+	if st.budget <= 0 || t.session == nil {
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	rem := max(st.budget-t.session.tokensUsed, 0)
+	return &rem
+}
+
 // sessionView is GET /v1/sessions/{id} (SPEC §3.4).
 type sessionView struct {
 	TTLMsRemaining        int64 `json:"ttl_ms_remaining"`

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/llama-orch/llama-orch/balancer"
 	"github.com/llama-orch/llama-orch/engines"
@@ -53,13 +54,24 @@ type task struct {
 	log              *tasklog.Log
 	entry            *admission.Entry[*task]
 
-	sink         taskSink
-	dispatchedAt time.Time
-	session      *session  // the session this task's turn was reserved in
-	wdTokens     int       // watchdog: tokens seen at wdSince
-	wdSince      time.Time // watchdog: when the token count last moved
+	sink           taskSink
+	dispatchedAt   time.Time
+	expectedTokens int   // the client's expected_tokens hint (0 = none)
+	strict         bool  // determinism: strict (never resumed after preemption)
+	predictedEndMs int64 // at admission
+	// Hard preemption (SPEC §4.4): a preempted best_effort task resumes from
+	// its text so far; these carry the finished segments' account.
+	segments      int
+	tokensOutPrev int
+	decodeMsPrev  int64
+	lastMetrics   time.Time // watchdog: last periodic metrics event
+	session       *session  // the session this task's turn was reserved in
+	wdTokens      int       // watchdog: tokens seen at wdSince
+	wdSince       time.Time // watchdog: when the token count last moved
 
 	mu          sync.Mutex
+	preempting  bool // set by preempt before it aborts the engine request
+	finished    bool // finishTask ran
 	state       taskState
 	replica     *balancer.Replica
 	cancelRun   context.CancelFunc
@@ -67,6 +79,7 @@ type task struct {
 	detachTimer *time.Timer
 	kvWarm      bool
 	reserved    int // session budget tokens reserved at admission
+	res         engines.Result
 }
 
 // startedEvent is the data of `started` (SPEC §3.2).
@@ -87,10 +100,11 @@ type metricsEvent struct {
 	QueueDepth            int     `json:"queue_depth"`
 	KVWarmth              bool    `json:"kv_warmth"`
 	TokensBudgetRemaining *int    `json:"tokens_budget_remaining,omitempty"`
-	TokensIn              int     `json:"tokens_in"`
+	TokensIn              int     `json:"tokens_in,omitempty"`
 	TokensOut             int     `json:"tokens_out"`
-	TTFTMs                int64   `json:"ttft_ms"`
-	ReplicaID             string  `json:"replica_id"`
+	TTFTMs                int64   `json:"ttft_ms,omitempty"`
+	ReplicaID             string  `json:"replica_id,omitempty"`
+	Preempted             bool    `json:"preempted"`
 }
 
 // endEvent is the data of `end` (SPEC §3.2).
@@ -108,11 +122,24 @@ func mustJSON(v any) []byte {
 	return b
 }
 
+// tokensExpected is the generation length estimates use.
+func (t *task) tokensExpected() int {
+	if t.expectedTokens > 0 {
+		return t.expectedTokens
+	}
+	return t.req.MaxTokens
+}
+
 // taskSink relays an adapter's tokens into the task log.
 type taskSink struct {
 	log        *tasklog.Log
 	firstToken time.Time
 	onFirst    func()
+	// keep collects the text when the task may be hard-preempted and resumed
+	// from it; segTokens counts this segment's token events.
+	keep      bool
+	text      []byte
+	segTokens int
 }
 
 func (s *taskSink) Token(text []byte) {
@@ -122,7 +149,12 @@ func (s *taskSink) Token(text []byte) {
 			s.onFirst()
 		}
 	}
-	s.log.AppendToken(text)
+	if s.log.AppendToken(text) {
+		s.segTokens++
+		if s.keep {
+			s.text = append(s.text, text...)
+		}
+	}
 }
 
 func (s *taskSink) Flush() { s.log.Publish() }
@@ -139,34 +171,43 @@ func (s *Server) startTask(t *task, r *balancer.Replica) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	now := time.Now()
 	t.state = stateRunning
+	t.preempting = false
 	t.replica = r
 	t.cancelRun = cancel
-	t.dispatchedAt = time.Now()
+	if t.segments == 0 {
+		t.dispatchedAt = now
+	}
 	prefer := s.sessions.lastReplica(t.key.tenant, t.sessionID, t.pool)
-	t.kvWarm = prefer == r && t.kvHint != "cold"
+	t.kvWarm = prefer == r && t.kvHint != "cold" && t.segments == 0
 	if t.readers == 0 {
 		t.armDetachLocked(s)
 	}
 	t.mu.Unlock()
-	t.pool.addRunning(t)
+	p := t.pool
+	p.addRunning(t)
+	p.est.observeDispatch(t.prio, now, p.queue.Len() > 0, p.queue.LenPriority(t.prio) > 0)
+	s.shares.observe(t.key.tenant, t.prio)
 
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer recoverLog(s.log, "task "+t.key.id)
 		s.runTask(ctx, t, r)
 	}()
 }
 
 // runTask streams the task from replica r and writes its terminal event.
 // Whatever happens — an engine error, a cancel, a panic in an adapter — the
-// slot is released, the task gets a terminal event and is finished, once.
+// slot is released, the task gets a terminal event (or, when preempted, goes
+// back to the queue) and is finished, once.
 func (s *Server) runTask(ctx context.Context, t *task, r *balancer.Replica) {
 	p := t.pool
 	st := p.states[r.Index]
 	ver := p.replicaVersion(r.Index)
 	labels := seriesLabels{engine: p.engine, engineVersion: ver, poolID: p.id, replicaID: r.ID, priority: t.prio.String()}
-	queueMs := t.dispatchedAt.Sub(t.admittedAt).Milliseconds()
+	segStart := time.Now()
 
 	var (
 		res engines.Result
@@ -180,39 +221,51 @@ func (s *Server) runTask(ctx context.Context, t *task, r *balancer.Replica) {
 		p.removeRunning(t)
 		r.Release()
 		p.signal()
-		s.settle(t, labels, res, err)
+		s.settle(t, labels, segStart, res, err)
 	}()
 
-	s.metrics.started(labels)
-	t.log.Append(sse.KindStarted, mustJSON(startedEvent{
-		QueuePosition: t.queuePosition, PredictedStartMs: t.predictedStartMs, QueueTimeMs: queueMs,
-		Engine: p.engine, PoolID: p.id, ReplicaID: r.ID, EngineVersion: ver, KVWarmth: t.kvWarm,
-	}))
-	t.log.Publish()
-	s.taskLogger(t).Info("task started",
-		zap.String("replica_id", r.ID), zap.String("engine_version", ver), zap.Bool("kv_warmth", t.kvWarm),
-		zap.Int64("queue_time_ms", queueMs))
-
-	t.sink.log = t.log
-	t.sink.onFirst = func() {
-		s.metrics.firstToken(labels, float64(time.Since(t.admittedAt).Microseconds())/1000)
+	if t.segments == 0 {
+		queueMs := t.dispatchedAt.Sub(t.admittedAt).Milliseconds()
+		s.metrics.started(labels)
+		t.log.Append(sse.KindStarted, mustJSON(startedEvent{
+			QueuePosition: t.queuePosition, PredictedStartMs: t.predictedStartMs, QueueTimeMs: queueMs,
+			Engine: p.engine, PoolID: p.id, ReplicaID: r.ID, EngineVersion: ver, KVWarmth: t.kvWarm,
+		}))
+		t.log.Publish()
+		s.logTask(t, zap.InfoLevel, "task started",
+			zap.String("replica_id", r.ID), zap.String("engine_version", ver), zap.Bool("kv_warmth", t.kvWarm),
+			zap.Int64("queue_time_ms", queueMs))
+		t.sink.log = t.log
+		t.sink.keep = p.cfg.Preemption == "hard" && t.prio != admission.Interactive && !t.strict
+		t.sink.onFirst = func() {
+			s.metrics.firstToken(labels, float64(time.Since(t.admittedAt).Microseconds())/1000)
+		}
+	} else {
+		s.metrics.resumption(p.engine)
+		s.logTask(t, zap.InfoLevel, "task resumed", zap.String("replica_id", r.ID), zap.Int("segment", t.segments),
+			zap.Int("tokens_so_far", t.tokensOutPrev))
 	}
+	t.sink.segTokens = 0
 	res, err = st.adapter.Stream(ctx, &t.req, &t.sink)
 	t.log.Publish()
 }
 
-// settle writes a finished stream's terminal events, metrics and logs.
-func (s *Server) settle(t *task, labels seriesLabels, res engines.Result, err error) {
+// settle writes a finished stream's terminal events, metrics and logs, or
+// requeues a preempted task.
+func (s *Server) settle(t *task, labels seriesLabels, segStart time.Time, res engines.Result, err error) {
 	p, r := t.pool, t.replica
 	end := time.Now()
 	queueMs := t.dispatchedAt.Sub(t.admittedAt).Milliseconds()
 	first := t.sink.firstToken
 	if err != nil {
+		if errors.Is(err, context.Canceled) && s.requeuePreempted(t) {
+			return
+		}
 		s.sessions.finishTurn(t, engines.Result{}, nil)
 		if !errors.Is(err, context.Canceled) {
 			ae := engineError(err, p)
 			if t.log.Append(sse.KindError, mustJSON(ae)) {
-				s.taskLogger(t).Warn("task failed",
+				s.logTask(t, zap.WarnLevel, "task failed",
 					zap.String("replica_id", r.ID), zap.String("engine_version", labels.engineVersion),
 					zap.String("code", ae.Code), zap.String("error", ae.Message),
 					zap.Int("tokens_streamed", t.log.Tokens()))
@@ -223,43 +276,87 @@ func (s *Server) settle(t *task, labels seriesLabels, res engines.Result, err er
 		s.finishTask(t)
 		return
 	}
+	tokensOut := t.tokensOutPrev + res.TokensOut
 	decodeMs := res.DecodeMs
 	if decodeMs <= 0 && !first.IsZero() {
-		decodeMs = end.Sub(first).Milliseconds()
+		decodeMs = end.Sub(later(first, segStart)).Milliseconds()
 	}
+	decodeMs += t.decodeMsPrev
 	var ttft int64
 	if !first.IsZero() {
 		ttft = first.Sub(t.admittedAt).Milliseconds()
 		s.metrics.decode(labels, float64(end.Sub(first).Microseconds())/1000)
+		p.est.observeFinish(first.Sub(segStart), end.Sub(first), res.TokensOut)
 	}
-	remaining := s.sessions.finishTurn(t, res, r)
-	me := metricsEvent{
-		OnTimeProbability: onTime(t, end), QueueDepth: p.queue.Len(), KVWarmth: t.kvWarm,
-		TokensBudgetRemaining: remaining, TokensIn: res.TokensIn, TokensOut: res.TokensOut, TTFTMs: ttft, ReplicaID: r.ID,
-	}
+	t.res = res
+	t.res.TokensOut = tokensOut
+	remaining := s.sessions.finishTurn(t, t.res, r)
+	me := s.metricsEvent(t, end)
+	me.TokensBudgetRemaining = remaining
+	me.TokensIn, me.TokensOut, me.TTFTMs = res.TokensIn, tokensOut, ttft
 	t.log.Append(sse.KindMetrics, mustJSON(me))
 	finish := res.FinishReason
 	if finish == "" {
 		finish = "stop"
 	}
-	if t.log.Append(sse.KindEnd, mustJSON(endEvent{TokensOut: res.TokensOut, DecodeMs: decodeMs, FinishReason: finish})) {
+	if t.log.Append(sse.KindEnd, mustJSON(endEvent{TokensOut: tokensOut, DecodeMs: decodeMs, FinishReason: finish})) {
 		s.metrics.tokens(labels, res.TokensIn, res.TokensOut)
-		p.observeService(float64(end.Sub(t.dispatchedAt).Microseconds()) / 1000)
-		s.taskLogger(t).Info("task finished",
+		if t.deadline > 0 {
+			s.deadlines.observe(t.prio, me.OnTimeProbability == 1)
+		}
+		s.logTask(t, zap.InfoLevel, "task finished",
 			zap.String("replica_id", r.ID), zap.String("engine_version", labels.engineVersion), zap.Bool("kv_warmth", t.kvWarm),
 			zap.Int64("queue_time_ms", queueMs), zap.Int64("decode_time_ms", decodeMs),
-			zap.Int("tokens_in", res.TokensIn), zap.Int("tokens_out", res.TokensOut),
-			zap.Float64("on_time_probability", me.OnTimeProbability), zap.Bool("preempted", false))
+			zap.Int("tokens_in", res.TokensIn), zap.Int("tokens_out", tokensOut),
+			zap.Float64("on_time_probability", me.OnTimeProbability), zap.Bool("preempted", t.segments > 0))
 	}
 	s.finishTask(t)
 }
 
-// onTime is 1 when the task met its deadline (or had none), else 0.
-func onTime(t *task, end time.Time) float64 {
-	if t.deadline <= 0 || end.Sub(t.admittedAt).Milliseconds() <= t.deadline {
+// metricsEvent describes a task's state for a `metrics` event; now is the
+// moment it describes (the end of a finished task, or now).
+func (s *Server) metricsEvent(t *task, now time.Time) metricsEvent {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return s.metricsEventLocked(t, now)
+}
+
+// metricsEventLocked is metricsEvent with t.mu held.
+func (s *Server) metricsEventLocked(t *task, now time.Time) metricsEvent {
+	me := metricsEvent{
+		QueueDepth: t.pool.queue.Len(), KVWarmth: t.kvWarm, Preempted: t.segments > 0,
+		TokensOut: t.log.Tokens(),
+	}
+	if r := t.replica; r != nil {
+		me.ReplicaID = r.ID
+	}
+	me.OnTimeProbability = s.onTimeNow(t, now)
+	me.TokensBudgetRemaining = s.sessions.remaining(t)
+	return me
+}
+
+// reportProgress appends a periodic `metrics` event to a running task.
+func (s *Server) reportProgress(t *task, now time.Time) {
+	t.log.Append(sse.KindMetrics, mustJSON(s.metricsEvent(t, now)))
+	t.log.Publish()
+}
+
+// onTimeNow is the probability the task meets its deadline as seen at now:
+// 1 or 0 once it ended, else the model of onTimeProbability over what
+// remains to generate.
+func (s *Server) onTimeNow(t *task, now time.Time) float64 {
+	if t.deadline <= 0 {
 		return 1
 	}
-	return 0
+	elapsed := now.Sub(t.admittedAt).Milliseconds()
+	if t.log.Closed() {
+		if elapsed <= t.deadline {
+			return 1
+		}
+		return 0
+	}
+	left := max(t.tokensExpected()-t.log.Tokens(), 0)
+	return onTimeProbability(elapsed+t.pool.predictEndMs(0, left)-int64(t.pool.est.serviceMs(1)), t.deadline)
 }
 
 // engineError maps an adapter error to the terminal event (SPEC §5 mapping).
@@ -300,7 +397,7 @@ func (s *Server) terminate(t *task, ae *APIError, reason string) bool {
 		}
 		s.metrics.canceled(seriesLabels{engine: t.pool.engine, poolID: t.pool.id}, reason)
 		s.sessions.finishTurn(t, engines.Result{}, nil)
-		s.taskLogger(t).Info("task canceled", zap.String("reason", reason), zap.String("state", "queued"))
+		s.logTask(t, zap.InfoLevel, "task canceled", zap.String("reason", reason), zap.String("state", "queued"))
 		s.finishTask(t)
 		return true
 	}
@@ -316,13 +413,18 @@ func (s *Server) terminate(t *task, ae *APIError, reason string) bool {
 	cancel()
 	p := t.pool
 	s.metrics.canceled(seriesLabels{engine: p.engine, engineVersion: p.replicaVersion(r.Index), poolID: p.id, replicaID: r.ID}, reason)
-	s.taskLogger(t).Info("task canceled", zap.String("reason", reason), zap.String("state", "running"), zap.String("replica_id", r.ID))
+	s.logTask(t, zap.InfoLevel, "task canceled", zap.String("reason", reason), zap.String("state", "running"), zap.String("replica_id", r.ID))
 	return true
 }
 
 // finishTask marks a task done and schedules its log's removal.
 func (s *Server) finishTask(t *task) {
 	t.mu.Lock()
+	if t.finished {
+		t.mu.Unlock()
+		return
+	}
+	t.finished = true
 	t.state = stateDone
 	if t.detachTimer != nil {
 		t.detachTimer.Stop()
@@ -332,6 +434,7 @@ func (s *Server) finishTask(t *task) {
 		t.cancelRun() // release the context's resources
 	}
 	t.mu.Unlock()
+	s.quotas.release(t.key.tenant)
 	s.tasks.retire(t, time.Duration(s.cfg.TaskRetentionMs)*time.Millisecond)
 }
 
@@ -371,10 +474,18 @@ func (t *task) armDetachLocked(s *Server) {
 	})
 }
 
-func (s *Server) taskLogger(t *task) *zap.Logger {
-	return s.log.With(
+// logTask logs one task event with the SPEC §8 fields; nothing is built
+// when the level is off (the bench runs at warn).
+func (s *Server) logTask(t *task, lvl zapcore.Level, msg string, extra ...zap.Field) {
+	ce := s.log.Check(lvl, msg)
+	if ce == nil {
+		return
+	}
+	fields := make([]zap.Field, 0, 10+len(extra))
+	fields = append(fields,
 		zap.String("job_id", t.key.id), zap.String("session_id", t.sessionID), zap.String("tenant_id", t.key.tenant),
 		zap.String("engine", t.pool.engine), zap.String("pool_id", t.pool.id), zap.String("model_id", t.pool.cfg.Model),
 		zap.String("priority", t.prio.String()), zap.Int("queue_position", t.queuePosition),
 		zap.Int64("predicted_start_ms", t.predictedStartMs), zap.Int64("deadline_ms", t.deadline))
+	ce.Write(append(fields, extra...)...)
 }

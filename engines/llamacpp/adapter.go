@@ -74,10 +74,12 @@ type Adapter struct {
 }
 
 var (
-	_ engines.Adapter    = (*Adapter)(nil)
-	_ engines.Prober     = (*Adapter)(nil)
-	_ engines.SlotEraser = (*Adapter)(nil)
-	_ engines.Closer     = (*Adapter)(nil)
+	_ engines.Adapter       = (*Adapter)(nil)
+	_ engines.Prober        = (*Adapter)(nil)
+	_ engines.Interruptible = (*Adapter)(nil)
+	_ engines.Tokenizer     = (*Adapter)(nil)
+	_ engines.SlotEraser    = (*Adapter)(nil)
+	_ engines.Closer        = (*Adapter)(nil)
 )
 
 // New returns an Adapter for the replica at baseURL, which must be
@@ -125,6 +127,10 @@ func New(baseURL string, o Options) (*Adapter, error) {
 
 // Engine returns engines.LlamaCpp.
 func (a *Adapter) Engine() string { return engines.LlamaCpp }
+
+// InterruptibleDecode is true: closing the stream makes llama-server cancel
+// the task and free the slot within a decode step (ENGINES.md §1).
+func (a *Adapter) InterruptibleDecode() bool { return true }
 
 // Close closes the idle pooled connections; connections in use are closed
 // when their stream ends. The Adapter stays usable (without keep-alive).
@@ -693,4 +699,29 @@ func (a *Adapter) EraseSlot(ctx context.Context, slot int) error {
 		return statusError(status, data, &f)
 	}
 	return nil
+}
+
+// maxTokenizeBody bounds a /tokenize answer (a few bytes per token).
+const maxTokenizeBody = 16 << 20
+
+// CountTokens asks the engine's tokenizer how many tokens text is
+// (`POST /tokenize`, without the BOS token the engine adds to a prompt).
+func (a *Adapter) CountTokens(ctx context.Context, text string) (int, error) {
+	body := sse.AppendJSONString([]byte(`{"content":`), []byte(text))
+	body = append(body, '}')
+	status, data, err := a.call(ctx, "POST", "/tokenize", body, maxTokenizeBody)
+	if err != nil {
+		return 0, err
+	}
+	if status != 200 {
+		var f frame
+		return 0, statusError(status, data, &f)
+	}
+	var out struct {
+		Tokens []json.RawMessage `json:"tokens"`
+	}
+	if err := json.Unmarshal(data, &out); err != nil {
+		return 0, &engines.Error{Kind: engines.KindProtocol, Status: status, Message: "cannot decode /tokenize", Err: err}
+	}
+	return len(out.Tokens), nil
 }

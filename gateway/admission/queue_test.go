@@ -2,12 +2,14 @@ package admission
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -24,15 +26,21 @@ func newQueue(t testing.TB, cfg Config) *Queue[int] {
 	return q
 }
 
-// push pushes v or fails the test, returning the entry.
-func push(t testing.TB, q *Queue[int], p Priority, v int) *Entry[int] {
+// push admits v with m or fails the test (an eviction fails it too).
+func push(t testing.TB, q *Queue[int], m Meta, v int) *Entry[int] {
 	t.Helper()
-	e, _, err := q.Push(p, v)
+	e, _, victim, err := q.Push(m, v)
 	if err != nil {
-		t.Fatalf("Push(%v, %d): %v", p, v, err)
+		t.Fatalf("Push(%+v, %d): %v", m, v, err)
+	}
+	if victim != nil {
+		t.Fatalf("Push(%+v, %d) evicted %d", m, v, victim.Value)
 	}
 	return e
 }
+
+// at is a Meta of priority p for tenant tn.
+func at(p Priority, tn string) Meta { return Meta{Prio: p, Tenant: tn} }
 
 // drain pops everything and returns the values in dispatch order.
 func drain(q *Queue[int]) []int {
@@ -90,15 +98,17 @@ func TestNewQueue(t *testing.T) {
 		{"default policy", Config{Capacity: 1}, "", PolicyReject},
 		// Reject named explicitly.
 		{"reject", Config{Capacity: 5, Policy: PolicyReject}, "", PolicyReject},
+		// drop-lru is supported.
+		{"drop-lru", Config{Capacity: 1, Policy: PolicyDropLRU}, "", PolicyDropLRU},
+		// shed-low-priority is supported.
+		{"shed", Config{Capacity: 1, Policy: PolicyShedLowPriority}, "", PolicyShedLowPriority},
 		// A queue that can hold nothing is a config mistake.
 		{"zero capacity", Config{Capacity: 0}, "capacity", ""},
 		// Negative capacity likewise.
 		{"negative capacity", Config{Capacity: -3}, "capacity", ""},
-		// Spec policies this build does not implement yet are refused, not ignored.
-		{"drop-lru unsupported", Config{Capacity: 1, Policy: PolicyDropLRU}, "drop-lru", ""},
-		// Same for shed-low-priority.
-		{"shed unsupported", Config{Capacity: 1, Policy: PolicyShedLowPriority}, "shed-low-priority", ""},
-		// A typo is refused.
+		// A negative per-priority cap is a mistake, not "no cap".
+		{"negative cap", Config{Capacity: 3, PerPriority: [NumPriorities]int{0, -1}}, "cap of batch", ""},
+		// A typo is refused, naming what is supported.
 		{"unknown policy", Config{Capacity: 1, Policy: "rejectt"}, "not supported", ""},
 		// NaN weights would make every credit comparison false.
 		{"NaN weight", Config{Capacity: 1, Weights: [NumPriorities]float64{math.NaN(), 1}}, "finite", ""},
@@ -129,75 +139,186 @@ func TestNewQueue(t *testing.T) {
 	}
 }
 
+func TestPushBadPriorityPanics(t *testing.T) {
+	q := newQueue(t, Config{Capacity: 1})
+	defer func() {
+		if msg, _ := recover().(string); !strings.HasPrefix(msg, "BUG:") {
+			t.Fatalf("recovered %q, want a BUG: panic", msg)
+		}
+	}()
+	q.Push(Meta{Prio: NumPriorities}, 1)
+}
+
+// TestFullPolicies fills a queue, pushes one more and checks the policy's
+// decision: the victim (evicted and returned) or the *FullError.
+func TestFullPolicies(t *testing.T) {
+	type item struct {
+		p      Priority
+		tenant string
+	}
+	I, B := Interactive, Batch
+	tests := []struct {
+		name    string
+		cfg     Config
+		queued  []item // pushed in order; values are their indexes
+		popPush bool   // pop the first dispatched entry and PushFront it back
+		in      item   // the newcomer, value 100
+		victim  int    // index of the evicted entry, -1 for none
+		err     *FullError
+	}{
+		// reject: the newcomer is refused whatever its priority.
+		{"reject interactive", Config{Capacity: 3}, []item{{B, "a"}, {B, "a"}, {I, "a"}}, false, item{I, "a"}, -1,
+			&FullError{Policy: PolicyReject, Queued: 3, Capacity: 3}},
+		// reject by a priority cap reports that cap and its count.
+		{"reject by cap", Config{Capacity: 9, PerPriority: [NumPriorities]int{0, 2}}, []item{{B, "a"}, {B, "b"}, {I, "a"}}, false, item{B, "c"}, -1,
+			&FullError{Policy: PolicyReject, Queued: 2, Capacity: 2}},
+		// Below capacity nobody is evicted.
+		{"drop-lru with room", Config{Capacity: 4, Policy: PolicyDropLRU}, []item{{B, "a"}, {I, "a"}}, false, item{I, "a"}, -1, nil},
+		// drop-lru, interactive newcomer: every queued task is of equal or
+		// lower priority, so the oldest of all goes (a batch one here).
+		{"drop-lru oldest overall", Config{Capacity: 3, Policy: PolicyDropLRU}, []item{{B, "a"}, {I, "b"}, {I, "c"}}, false, item{I, "a"}, 0, nil},
+		// drop-lru, the oldest is interactive: it goes.
+		{"drop-lru oldest interactive", Config{Capacity: 3, Policy: PolicyDropLRU}, []item{{I, "a"}, {B, "b"}, {I, "c"}}, false, item{I, "d"}, 0, nil},
+		// drop-lru, batch newcomer: older interactive work is not droppable;
+		// the oldest batch task goes.
+		{"drop-lru batch newcomer", Config{Capacity: 3, Policy: PolicyDropLRU}, []item{{I, "a"}, {B, "b"}, {B, "c"}}, false, item{B, "d"}, 1, nil},
+		// drop-lru looks at arrival across tenants, not at one tenant's turn.
+		{"drop-lru across tenants", Config{Capacity: 4, Policy: PolicyDropLRU}, []item{{B, "x"}, {B, "y"}, {B, "x"}, {B, "y"}}, false, item{B, "y"}, 0, nil},
+		// drop-lru, batch newcomer, only interactive queued: nothing droppable.
+		{"drop-lru nothing droppable", Config{Capacity: 2, Policy: PolicyDropLRU}, []item{{I, "a"}, {I, "b"}}, false, item{B, "a"}, -1,
+			&FullError{Policy: PolicyDropLRU, Queued: 2, Capacity: 2}},
+		// drop-lru under a full batch cap evicts the oldest batch task even
+		// with pool capacity to spare.
+		{"drop-lru by cap", Config{Capacity: 9, PerPriority: [NumPriorities]int{0, 2}, Policy: PolicyDropLRU}, []item{{I, "a"}, {B, "b"}, {B, "c"}}, false, item{B, "a"}, 1, nil},
+		// drop-lru under a full interactive cap evicts within interactive,
+		// though a batch task is older.
+		{"drop-lru by interactive cap", Config{Capacity: 9, PerPriority: [NumPriorities]int{2, 0}, Policy: PolicyDropLRU}, []item{{B, "a"}, {I, "b"}, {I, "c"}}, false, item{I, "a"}, 1, nil},
+		// A task put back after a failed dispatch keeps its age: it is still
+		// the oldest.
+		{"drop-lru after PushFront", Config{Capacity: 3, Policy: PolicyDropLRU}, []item{{I, "a"}, {I, "b"}, {I, "c"}}, true, item{I, "d"}, 0, nil},
+		// shed, interactive newcomer: the newest batch task is shed.
+		{"shed newest batch", Config{Capacity: 4, Policy: PolicyShedLowPriority}, []item{{B, "a"}, {I, "a"}, {B, "b"}, {I, "b"}}, false, item{I, "c"}, 2, nil},
+		// shed, batch newcomer: nothing is of strictly lower priority.
+		{"shed batch newcomer", Config{Capacity: 2, Policy: PolicyShedLowPriority}, []item{{I, "a"}, {B, "a"}}, false, item{B, "b"}, -1,
+			&FullError{Policy: PolicyShedLowPriority, Queued: 2, Capacity: 2}},
+		// shed, interactive newcomer, only interactive queued: refused.
+		{"shed nothing lower", Config{Capacity: 2, Policy: PolicyShedLowPriority}, []item{{I, "a"}, {I, "b"}}, false, item{I, "c"}, -1,
+			&FullError{Policy: PolicyShedLowPriority, Queued: 2, Capacity: 2}},
+		// shed cannot help a full interactive cap: shedding batch frees no
+		// interactive place.
+		{"shed by cap", Config{Capacity: 9, PerPriority: [NumPriorities]int{2, 0}, Policy: PolicyShedLowPriority}, []item{{B, "a"}, {I, "b"}, {I, "c"}}, false, item{I, "d"}, -1,
+			&FullError{Policy: PolicyShedLowPriority, Queued: 2, Capacity: 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := newQueue(t, tt.cfg)
+			es := make([]*Entry[int], len(tt.queued))
+			for i, it := range tt.queued {
+				es[i] = push(t, q, at(it.p, it.tenant), i)
+			}
+			if tt.popPush {
+				e, _ := q.Pop()
+				q.PushFront(e)
+			}
+			before := q.Len()
+			e, ahead, victim, err := q.Push(at(tt.in.p, tt.in.tenant), 100)
+			if tt.err != nil {
+				var fe *FullError
+				if !errors.As(err, &fe) || *fe != *tt.err || !errors.Is(err, ErrFull) {
+					t.Fatalf("err = %v, want %+v", err, *tt.err)
+				}
+				if e != nil || victim != nil || ahead != 0 || q.Len() != before {
+					t.Fatalf("a refusal changed something: e=%v victim=%v ahead=%d Len=%d", e, victim, ahead, q.Len())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("err = %v", err)
+			}
+			switch {
+			case tt.victim < 0 && victim != nil:
+				t.Fatalf("evicted %d, want nobody", victim.Value)
+			case tt.victim >= 0 && victim != es[tt.victim]:
+				t.Fatalf("victim = %v, want entry %d", victim, tt.victim)
+			}
+			wantLen := before + 1
+			if victim != nil {
+				wantLen--
+				if q.Remove(victim) {
+					t.Fatal("the victim was still queued")
+				}
+			}
+			if q.Len() != wantLen {
+				t.Fatalf("Len = %d, want %d", q.Len(), wantLen)
+			}
+			if err := checkInvariants(q); err != nil {
+				t.Fatal(err)
+			}
+			got := drain(q)
+			if !strings.Contains(fmt.Sprint(got), "100") {
+				t.Fatalf("the newcomer was not dispatched: %v", got)
+			}
+		})
+	}
+}
+
+func TestFullErrorMessage(t *testing.T) {
+	err := error(&FullError{Policy: PolicyReject, Queued: 3, Capacity: 3})
+	if msg := err.Error(); msg != "queue full (3 queued, capacity 3, policy reject)" {
+		t.Fatalf("Error() = %q", msg)
+	}
+	if !errors.Is(err, ErrFull) {
+		t.Fatal("FullError does not unwrap to ErrFull")
+	}
+}
+
 func TestCapacityAcrossPriorities(t *testing.T) {
 	q := newQueue(t, Config{Capacity: 3})
-	push(t, q, Interactive, 1)
-	push(t, q, Batch, 2)
-	push(t, q, Interactive, 3)
-	for _, p := range []Priority{Interactive, Batch} {
-		e, ahead, err := q.Push(p, 4)
-		var fe *FullError
-		if !errors.As(err, &fe) {
-			t.Fatalf("Push(%v) on a full queue: err=%v, want *FullError", p, err)
-		}
-		if e != nil || ahead != 0 {
-			t.Fatalf("rejected Push returned entry %v, ahead %d", e, ahead)
-		}
-		if *fe != (FullError{Policy: PolicyReject, Queued: 3, Capacity: 3}) {
-			t.Fatalf("FullError = %+v", *fe)
-		}
-		if !errors.Is(err, ErrFull) {
-			t.Fatal("FullError does not unwrap to ErrFull")
-		}
-		if msg := err.Error(); msg != "queue full (3 queued, capacity 3, policy reject)" {
-			t.Fatalf("Error() = %q", msg)
-		}
-	}
+	push(t, q, at(Interactive, "a"), 1)
+	push(t, q, at(Batch, "b"), 2)
+	push(t, q, at(Interactive, "c"), 3)
 	if q.Len() != 3 || q.LenPriority(Interactive) != 2 || q.LenPriority(Batch) != 1 {
-		t.Fatalf("rejections changed the queue: Len=%d", q.Len())
+		t.Fatalf("Len=%d", q.Len())
 	}
 	// Running tasks do not count: a pop frees a place for any priority.
 	if _, ok := q.Pop(); !ok {
 		t.Fatal("Pop on a full queue failed")
 	}
-	push(t, q, Batch, 5)
+	push(t, q, at(Batch, "a"), 5)
 	// A removed (canceled) task frees its place too.
 	q2 := newQueue(t, Config{Capacity: 1})
-	e := push(t, q2, Batch, 1)
+	e := push(t, q2, at(Batch, "a"), 1)
 	q2.Remove(e)
-	push(t, q2, Interactive, 2)
+	push(t, q2, at(Interactive, "a"), 2)
 }
 
-func TestPerPriorityCap(t *testing.T) {
-	q := newQueue(t, Config{Capacity: 4, PerPriority: [NumPriorities]int{0, 2}})
-	push(t, q, Batch, 1)
-	push(t, q, Batch, 2)
-	_, _, err := q.Push(Batch, 3)
-	var fe *FullError
-	if !errors.As(err, &fe) || !errors.Is(err, ErrFull) {
-		t.Fatalf("third batch: err=%v, want *FullError", err)
+// TestPushFrontBeyondCapacity: a put-back ignores the capacity, and a full
+// queue under drop-lru then evicts one per newcomer: it never grows.
+func TestPushFrontBeyondCapacity(t *testing.T) {
+	q := newQueue(t, Config{Capacity: 2, Policy: PolicyDropLRU})
+	push(t, q, at(Batch, "a"), 1)
+	push(t, q, at(Batch, "a"), 2)
+	e, _ := q.Pop()
+	push(t, q, at(Batch, "a"), 3) // took the popped task's place
+	q.PushFront(e)
+	if q.Len() != 3 {
+		t.Fatalf("Len = %d, want 3", q.Len())
 	}
-	// The error names the priority's own cap and count.
-	if *fe != (FullError{Policy: PolicyReject, Queued: 2, Capacity: 2}) {
-		t.Fatalf("FullError = %+v", *fe)
+	_, _, victim, err := q.Push(at(Batch, "a"), 4)
+	if err != nil || victim != e {
+		t.Fatalf("victim %v, err %v; want the put-back (oldest) entry", victim, err)
 	}
-	// Interactive (no cap of its own) fills the rest of the pool.
-	push(t, q, Interactive, 4)
-	push(t, q, Interactive, 5)
-	if _, _, err := q.Push(Interactive, 6); !errors.Is(err, ErrFull) {
-		t.Fatalf("interactive over pool capacity: err=%v", err)
-	}
-	if _, _, err := q.Push(Interactive, 6); err.(*FullError).Capacity != 4 {
-		t.Fatalf("pool-full error reports capacity %d, want 4", err.(*FullError).Capacity)
+	if q.Len() != 3 {
+		t.Fatalf("Len = %d after an eviction, want 3", q.Len())
 	}
 }
 
-func TestFIFOWithinPriority(t *testing.T) {
+func TestFIFOWithinTenant(t *testing.T) {
 	for _, p := range []Priority{Interactive, Batch} {
 		q := newQueue(t, Config{Capacity: 100})
 		var want []int
 		for i := range 50 {
-			push(t, q, p, i)
+			push(t, q, at(p, "a"), i)
 			want = append(want, i)
 		}
 		if got := drain(q); !equalInts(got, want) {
@@ -207,6 +328,220 @@ func TestFIFOWithinPriority(t *testing.T) {
 			t.Fatal("Pop on an empty queue returned an entry")
 		}
 	}
+}
+
+// TestEDFWithinTenant: one tenant's entries dispatch by earliest deadline,
+// then those without a deadline, each group in arrival order.
+func TestEDFWithinTenant(t *testing.T) {
+	base := time.Unix(1_700_000_000, 0)
+	d := func(s int) time.Time { return base.Add(time.Duration(s) * time.Second) }
+	none := time.Time{}
+	tests := []struct {
+		name      string
+		deadlines []time.Time // pushed in order; value = index
+		want      []int
+	}{
+		// Deadlines reorder; no-deadline entries come last in arrival order.
+		{"mixed", []time.Time{d(3), none, d(1), d(2), none}, []int{2, 3, 0, 1, 4}},
+		// Equal deadlines keep arrival order.
+		{"ties", []time.Time{d(5), d(5), d(1), d(5)}, []int{2, 0, 1, 3}},
+		// No deadlines at all is FIFO.
+		{"none", []time.Time{none, none, none}, []int{0, 1, 2}},
+		// A late-arriving urgent entry overtakes everything of its tenant.
+		{"urgent last", []time.Time{none, d(9), d(8), d(1)}, []int{3, 2, 1, 0}},
+		// Deadlines beyond UnixNano's range still sort, after earlier ones.
+		{"far future", []time.Time{time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), d(1), none}, []int{1, 0, 2}},
+		// And before it: the year 1 sorts first.
+		{"far past", []time.Time{d(1), time.Date(1, 1, 2, 0, 0, 0, 0, time.UTC), none}, []int{1, 0, 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := newQueue(t, Config{Capacity: 100})
+			for i, dl := range tt.deadlines {
+				push(t, q, Meta{Prio: Batch, Tenant: "a", Deadline: dl}, i)
+			}
+			if got := drain(q); !equalInts(got, tt.want) {
+				t.Fatalf("order %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestEDFIsWithinTenant: a deadline reorders its own tenant only; tenants
+// still take fair turns (EDF within a WFQ tier, SPEC §4.4).
+func TestEDFIsWithinTenant(t *testing.T) {
+	q := newQueue(t, Config{Capacity: 100})
+	soon := time.Now().Add(time.Second)
+	push(t, q, at(Batch, "a"), 1)
+	push(t, q, at(Batch, "a"), 2)
+	push(t, q, Meta{Prio: Batch, Tenant: "b", Deadline: soon}, 10)
+	push(t, q, Meta{Prio: Batch, Tenant: "b", Deadline: soon}, 11)
+	push(t, q, Meta{Prio: Batch, Tenant: "b", Deadline: soon}, 12)
+	if got, want := drain(q), []int{1, 10, 2, 11, 12}; !equalInts(got, want) {
+		t.Fatalf("order %v, want %v", got, want)
+	}
+}
+
+// TestWFQShares keeps every tenant backlogged and counts dispatches.
+func TestWFQShares(t *testing.T) {
+	tests := []struct {
+		name    string
+		weights []float64 // tenant i weight
+		pops    int
+		want    []int // dispatches per tenant
+		tol     int   // allowed deviation per tenant
+	}{
+		// 3:1 over 400 pops: 300:100 within ±2% (the issue asks ±15% end to end).
+		{"3:1", []float64{3, 1}, 400, []int{300, 100}, 8},
+		// Equal weights share equally.
+		{"1:1:1", []float64{1, 1, 1}, 300, []int{100, 100, 100}, 0},
+		// Unset weights count as 1.
+		{"unset", []float64{0, math.NaN(), -1}, 300, []int{100, 100, 100}, 0},
+		// Fractional weights keep their ratio.
+		{"0.5:0.25", []float64{0.5, 0.25}, 300, []int{200, 100}, 1},
+		// Many tenants with skewed weights.
+		{"4:2:1:1", []float64{4, 2, 1, 1}, 800, []int{400, 200, 100, 100}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := newQueue(t, Config{Capacity: 10_000})
+			for i := range tt.pops {
+				for tn, w := range tt.weights {
+					push(t, q, Meta{Prio: Interactive, Tenant: fmt.Sprint(tn), Weight: w}, tn*100_000+i)
+				}
+			}
+			got := make([]int, len(tt.weights))
+			for range tt.pops {
+				e, _ := q.Pop()
+				got[e.Value/100_000]++
+			}
+			for i := range got {
+				if d := got[i] - tt.want[i]; d > tt.tol || -d > tt.tol {
+					t.Fatalf("dispatches %v, want %v ±%d", got, tt.want, tt.tol)
+				}
+			}
+		})
+	}
+}
+
+// TestWFQRoundRobin: equal weights alternate strictly, whatever the arrival
+// pattern (all of one tenant first here).
+func TestWFQRoundRobin(t *testing.T) {
+	q := newQueue(t, Config{Capacity: 100})
+	for _, tn := range []string{"a", "b", "c"} {
+		for i := range 4 {
+			push(t, q, at(Batch, tn), int(tn[0]-'a')*10+i)
+		}
+	}
+	want := []int{0, 10, 20, 1, 11, 21, 2, 12, 22, 3, 13, 23}
+	if got := drain(q); !equalInts(got, want) {
+		t.Fatalf("order %v, want %v", got, want)
+	}
+}
+
+// TestWFQNoBankedCredit: a tenant idle while another was served gets no
+// burst when it comes back; it shares from then on.
+func TestWFQNoBankedCredit(t *testing.T) {
+	tests := []struct {
+		name   string
+		before int // pops of tenant a alone before b arrives
+	}{
+		// b arrives after a had the priority to itself for a long time.
+		{"late arrival", 100},
+		// b arrives right after a started.
+		{"early arrival", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := newQueue(t, Config{Capacity: 1000})
+			for i := range 300 {
+				push(t, q, at(Batch, "a"), i)
+			}
+			for range tt.before {
+				q.Pop()
+			}
+			for i := range 100 {
+				push(t, q, at(Batch, "b"), 1000+i)
+			}
+			// From now on they alternate: b never gets two in a row.
+			run, gotB := 0, 0
+			for range 100 {
+				e, _ := q.Pop()
+				if e.Value >= 1000 {
+					gotB++
+					run++
+					if run > 1 {
+						t.Fatal("b got two dispatches in a row: a burst from banked credit")
+					}
+				} else {
+					run = 0
+				}
+			}
+			if gotB != 50 {
+				t.Fatalf("b got %d of 100, want 50", gotB)
+			}
+		})
+	}
+}
+
+// TestWFQOneQueuedTenant: a tenant that keeps exactly one task queued (it
+// resubmits as soon as one is dispatched) must not start every time at the
+// virtual clock and cut in line: its finished tag is remembered while idle.
+func TestWFQOneQueuedTenant(t *testing.T) {
+	q := newQueue(t, Config{Capacity: 1000})
+	for i := range 200 {
+		push(t, q, at(Batch, "a"), i)
+	}
+	push(t, q, at(Batch, "b"), 1000)
+	gotB := 0
+	for range 100 {
+		e, _ := q.Pop()
+		if e.Value >= 1000 {
+			gotB++
+			push(t, q, at(Batch, "b"), 1000+gotB)
+		}
+	}
+	if gotB != 50 {
+		t.Fatalf("b got %d of 100, want 50 (equal weights)", gotB)
+	}
+}
+
+// TestWFQWeightUpdate: the latest Push of a tenant sets its weight.
+func TestWFQWeightUpdate(t *testing.T) {
+	q := newQueue(t, Config{Capacity: 1000})
+	for i := range 100 {
+		push(t, q, Meta{Prio: Batch, Tenant: "a", Weight: 1}, i)
+		push(t, q, Meta{Prio: Batch, Tenant: "b", Weight: 1}, 1000+i)
+	}
+	push(t, q, Meta{Prio: Batch, Tenant: "a", Weight: 3}, 100)
+	a := 0
+	for range 80 {
+		if e, _ := q.Pop(); e.Value < 1000 {
+			a++
+		}
+	}
+	if a < 59 || a > 61 {
+		t.Fatalf("a got %d of 80 at weight 3:1, want 60", a)
+	}
+}
+
+func TestWeightNormalization(t *testing.T) {
+	f := func(in, want float64) {
+		t.Helper()
+		q := newQueue(t, Config{Capacity: 1})
+		e := push(t, q, Meta{Weight: in}, 0)
+		if got := e.Meta().Weight; got != want {
+			t.Fatalf("weight %v is used as %v, want %v", in, got, want)
+		}
+	}
+	f(2.5, 2.5)          // kept
+	f(0, 1)              // unset
+	f(-3, 1)             // negative
+	f(math.NaN(), 1)     // NaN
+	f(math.Inf(1), 1024) // +Inf clamps to the maximum
+	f(1e9, 1024)         // huge clamps too
+	f(1e-300, 1.0/1024)  // tiny clamps up: tags stay precise
+	f(math.Inf(-1), 1)   // -Inf is negative
 }
 
 // TestWeightedRoundRobin checks the dispatch shares between priorities when
@@ -238,11 +573,13 @@ func TestWeightedRoundRobin(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			q := newQueue(t, Config{Capacity: 1000, Weights: tt.weights})
+			// Several tenants per priority: the split between priorities
+			// does not depend on them.
 			for i := range tt.queuedInt {
-				push(t, q, Interactive, i)
+				push(t, q, at(Interactive, fmt.Sprint(i%3)), i)
 			}
 			for i := range tt.queuedBatch {
-				push(t, q, Batch, i)
+				push(t, q, at(Batch, fmt.Sprint(i%5)), i)
 			}
 			var n [NumPriorities]int
 			gap, maxGap := 0, 0
@@ -251,8 +588,8 @@ func TestWeightedRoundRobin(t *testing.T) {
 				if !ok {
 					t.Fatal("queue ran dry")
 				}
-				n[e.prio]++
-				if e.prio == Batch {
+				n[e.Meta().Prio]++
+				if e.Meta().Prio == Batch {
 					gap = 0
 				} else {
 					gap++
@@ -274,17 +611,17 @@ func TestWeightedRoundRobin(t *testing.T) {
 func TestBatchNeverStarved(t *testing.T) {
 	q := newQueue(t, Config{Capacity: 100, Weights: [NumPriorities]float64{8, 1}})
 	for i := range 10 {
-		push(t, q, Interactive, i)
-		push(t, q, Batch, i)
+		push(t, q, at(Interactive, "i"), i)
+		push(t, q, at(Batch, "b"), i)
 	}
 	batch := 0
 	for i := range 900 {
 		e, _ := q.Pop()
-		if e.prio == Interactive {
-			push(t, q, Interactive, i)
+		if e.Meta().Prio == Interactive {
+			push(t, q, at(Interactive, fmt.Sprint(i%7)), i)
 		} else {
 			batch++
-			push(t, q, Batch, i)
+			push(t, q, at(Batch, "b"), i)
 		}
 	}
 	if batch != 100 {
@@ -298,15 +635,15 @@ func TestRemove(t *testing.T) {
 		remove []int // indexes of the five pushed entries, in order
 		want   []int
 	}{
-		// A middle entry is unlinked; its neighbours stay in order.
+		// A middle entry is removed; its neighbours stay in order.
 		{"middle", []int{2}, []int{0, 1, 3, 4}},
 		// The head.
 		{"head", []int{0}, []int{1, 2, 3, 4}},
-		// The tail, then a push must still append after the new tail.
+		// The tail, then a push must still come after the rest.
 		{"tail", []int{4}, []int{0, 1, 2, 3}},
 		// Adjacent entries.
 		{"adjacent", []int{1, 2}, []int{0, 3, 4}},
-		// Everything: the FIFO is empty and reusable.
+		// Everything: the tenant is forgotten and the queue reusable.
 		{"all", []int{3, 0, 4, 2, 1}, nil},
 	}
 	for _, tt := range tests {
@@ -314,7 +651,7 @@ func TestRemove(t *testing.T) {
 			q := newQueue(t, Config{Capacity: 10})
 			var es []*Entry[int]
 			for i := range 5 {
-				es = append(es, push(t, q, Batch, i))
+				es = append(es, push(t, q, at(Batch, "a"), i))
 			}
 			for _, i := range tt.remove {
 				if !q.Remove(es[i]) {
@@ -323,11 +660,14 @@ func TestRemove(t *testing.T) {
 				if q.Remove(es[i]) {
 					t.Fatalf("second Remove(entry %d) = true", i)
 				}
+				if err := checkInvariants(q); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if q.Len() != 5-len(tt.remove) {
 				t.Fatalf("Len = %d after %d removals", q.Len(), len(tt.remove))
 			}
-			push(t, q, Batch, 99)
+			push(t, q, at(Batch, "a"), 99)
 			want := append(tt.want, 99)
 			if got := drain(q); !equalInts(got, want) {
 				t.Fatalf("order after Remove = %v, want %v", got, want)
@@ -336,10 +676,24 @@ func TestRemove(t *testing.T) {
 	}
 }
 
+// TestRemoveDoesNotCharge: canceling a tenant's queued task does not cost
+// it a turn.
+func TestRemoveDoesNotCharge(t *testing.T) {
+	q := newQueue(t, Config{Capacity: 100})
+	a1 := push(t, q, at(Batch, "a"), 1)
+	push(t, q, at(Batch, "a"), 2)
+	push(t, q, at(Batch, "b"), 10)
+	push(t, q, at(Batch, "b"), 11)
+	q.Remove(a1)
+	if got, want := drain(q), []int{2, 10, 11}; !equalInts(got, want) {
+		t.Fatalf("order %v, want %v", got, want)
+	}
+}
+
 func TestRemoveDispatched(t *testing.T) {
 	q := newQueue(t, Config{Capacity: 10})
-	a := push(t, q, Interactive, 1)
-	b := push(t, q, Interactive, 2)
+	a := push(t, q, at(Interactive, "a"), 1)
+	b := push(t, q, at(Interactive, "a"), 2)
 	e, _ := q.Pop()
 	if e != a {
 		t.Fatalf("Pop = %v, want the first entry", e.Value)
@@ -359,15 +713,15 @@ func TestRemoveDispatched(t *testing.T) {
 	}
 }
 
-// TestRemoveIsConstantTime removes the middle of a long queue many times;
-// a linear scan would take ~N²/2 steps and time out, so this guards the O(1)
-// promise of SPEC §4.1 without a wall-clock assertion.
-func TestRemoveIsConstantTime(t *testing.T) {
+// TestRemoveIsLogTime removes the middle of a long queue many times; a
+// linear scan would take ~N²/2 steps and time out, so this guards the
+// O(log n) promise without a wall-clock assertion.
+func TestRemoveIsLogTime(t *testing.T) {
 	const n = 200_000
-	q := newQueue(t, Config{Capacity: n})
+	q := newQueue(t, Config{Capacity: n, Policy: PolicyDropLRU})
 	es := make([]*Entry[int], n)
 	for i := range n {
-		es[i] = push(t, q, Batch, i)
+		es[i] = push(t, q, at(Batch, "a"), i)
 	}
 	for i := n / 2; i < n; i++ {
 		if !q.Remove(es[i]) {
@@ -387,39 +741,113 @@ func TestRemoveIsConstantTime(t *testing.T) {
 	}
 }
 
-func TestPushFront(t *testing.T) {
-	q := newQueue(t, Config{Capacity: 2})
-	push(t, q, Batch, 1)
-	push(t, q, Batch, 2)
-	e, _ := q.Pop()
-	// The place is taken by a newcomer while dispatch looked for a replica.
-	push(t, q, Batch, 3)
-	q.PushFront(e)
-	if q.Len() != 3 {
-		t.Fatalf("PushFront ignores capacity: Len = %d, want 3", q.Len())
+// TestTenantStateReclaimed: tenants that come and go leave no records
+// behind, while the queue's bookkeeping stays bounded.
+func TestTenantStateReclaimed(t *testing.T) {
+	q := newQueue(t, Config{Capacity: 100})
+	push(t, q, at(Batch, "steady"), 0)
+	for i := range 10_000 {
+		push(t, q, at(Batch, "steady"), i)
+		push(t, q, at(Batch, fmt.Sprint("transient", i)), i)
+		q.Pop()
+		q.Pop()
 	}
-	if got := drain(q); !equalInts(got, []int{1, 2, 3}) {
-		t.Fatalf("order after PushFront = %v, want [1 2 3]", got)
+	q.mu.Lock()
+	n := len(q.pq[Batch].tenants)
+	q.mu.Unlock()
+	if n > 4 {
+		t.Fatalf("%d tenant records for 2 backlogged tenants at most", n)
 	}
+	drain(q)
+	q.mu.Lock()
+	n = len(q.pq[Batch].tenants) + len(q.pq[Interactive].tenants)
+	q.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d tenant records left in an empty queue", n)
+	}
+}
 
-	// Into an empty priority: it becomes head and tail.
-	q = newQueue(t, Config{Capacity: 4})
-	push(t, q, Interactive, 1)
-	e, _ = q.Pop()
-	q.PushFront(e)
-	push(t, q, Interactive, 2)
-	// A pushed-front entry is queued again: Remove works on it.
-	if !q.Remove(e) {
-		t.Fatal("Remove of a pushed-front entry = false")
+// TestPushFront: a put-back entry dispatches next again, as if it had never
+// been popped, and the whole later order is unchanged.
+func TestPushFront(t *testing.T) {
+	tests := []struct {
+		name  string
+		cfg   Config
+		build func(q *Queue[int]) // deterministic content
+	}{
+		// One tenant per priority, 8:1.
+		{"priorities", Config{Capacity: 100, Weights: [NumPriorities]float64{8, 1}}, func(q *Queue[int]) {
+			for i := range 20 {
+				q.Push(at(Priority(i%2), "a"), i)
+			}
+		}},
+		// Three tenants of different weights in one priority.
+		{"tenants", Config{Capacity: 100}, func(q *Queue[int]) {
+			for i := range 30 {
+				q.Push(Meta{Prio: Batch, Tenant: fmt.Sprint(i % 3), Weight: float64(1 + i%3)}, i)
+			}
+		}},
+		// Deadlines within tenants, both priorities, non-dyadic weights.
+		{"deadlines", Config{Capacity: 100, Weights: [NumPriorities]float64{0.7, 0.3}}, func(q *Queue[int]) {
+			base := time.Unix(1e9, 0)
+			for i := range 40 {
+				m := Meta{Prio: Priority(i % 2), Tenant: fmt.Sprint(i % 4), Weight: 3}
+				if i%3 == 0 {
+					m.Deadline = base.Add(time.Duration(40-i) * time.Second)
+				}
+				q.Push(m, i)
+			}
+		}},
+		// The only entry: its tenant and priority are forgotten at Pop.
+		{"only entry", Config{Capacity: 1}, func(q *Queue[int]) {
+			q.Push(at(Interactive, "a"), 0)
+		}},
 	}
-	if got := drain(q); !equalInts(got, []int{2}) {
-		t.Fatalf("after PushFront+Remove: %v, want [2]", got)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// At every point of the drain, a pop put back changes nothing.
+			ref := newQueue(t, tt.cfg)
+			tt.build(ref)
+			want := drain(ref)
+			for k := range want {
+				q := newQueue(t, tt.cfg)
+				tt.build(q)
+				for range k {
+					q.Pop()
+				}
+				e, _ := q.Pop()
+				q.PushFront(e)
+				if err := checkInvariants(q); err != nil {
+					t.Fatal(err)
+				}
+				if got := drain(q); !equalInts(got, want[k:]) {
+					t.Fatalf("after %d pops and a put-back: %v, want %v", k, got, want[k:])
+				}
+			}
+		})
+	}
+}
+
+// TestPushFrontAfterOthers: putting back an older pop gives back its
+// tenant's turn (as far as the virtual clock allows).
+func TestPushFrontAfterOthers(t *testing.T) {
+	q := newQueue(t, Config{Capacity: 100})
+	for i := range 3 {
+		push(t, q, at(Batch, "a"), i)
+		push(t, q, at(Batch, "b"), 10+i)
+	}
+	a0, _ := q.Pop() // a
+	b0, _ := q.Pop() // b
+	q.PushFront(a0)  // not the latest pop: the charge is subtracted
+	q.PushFront(b0)
+	if got, want := drain(q), []int{0, 10, 1, 11, 2, 12}; !equalInts(got, want) {
+		t.Fatalf("order %v, want %v", got, want)
 	}
 }
 
 func TestPushFrontQueuedPanics(t *testing.T) {
 	q := newQueue(t, Config{Capacity: 4})
-	e := push(t, q, Interactive, 1)
+	e := push(t, q, at(Interactive, "a"), 1)
 	defer func() {
 		msg, _ := recover().(string)
 		if !strings.HasPrefix(msg, "BUG:") {
@@ -430,64 +858,6 @@ func TestPushFrontQueuedPanics(t *testing.T) {
 		}
 	}()
 	q.PushFront(e)
-}
-
-// TestPushAhead checks the `ahead` Push returns (queue_position at
-// admission) on hand-computed cases.
-func TestPushAhead(t *testing.T) {
-	tests := []struct {
-		name         string
-		weights      [NumPriorities]float64
-		inter, batch int // queued before the newcomer (fresh queue)
-		p            Priority
-		want         int
-	}{
-		// Empty queue: dispatched next.
-		{"empty", [NumPriorities]float64{8, 1}, 0, 0, Interactive, 0},
-		// Only its own priority queued: FIFO position.
-		{"own only", [NumPriorities]float64{8, 1}, 5, 0, Interactive, 5},
-		// Batch newcomer behind batch only.
-		{"batch own only", [NumPriorities]float64{8, 1}, 0, 7, Batch, 7},
-		// Interactive newcomer ahead of a long batch queue: goes first.
-		{"interactive before batch", [NumPriorities]float64{8, 1}, 0, 50, Interactive, 0},
-		// 8:1 dispatches I I I I B I I I I: the fifth interactive waits for one batch.
-		{"fifth interactive", [NumPriorities]float64{8, 1}, 4, 50, Interactive, 5},
-		// The ninth interactive also comes after one batch.
-		{"ninth interactive", [NumPriorities]float64{8, 1}, 8, 50, Interactive, 9},
-		// The first batch task runs fifth in the round, not ninth.
-		{"first batch", [NumPriorities]float64{8, 1}, 50, 0, Batch, 4},
-		// The second batch after 4+8 interactive.
-		{"second batch", [NumPriorities]float64{8, 1}, 50, 1, Batch, 13},
-		// Few interactive queued: batch waits only for those.
-		{"batch behind short interactive", [NumPriorities]float64{8, 1}, 2, 3, Batch, 5},
-		// Equal weights alternate, interactive first.
-		{"1:1 interactive", [NumPriorities]float64{1, 1}, 3, 3, Interactive, 6},
-		// Equal weights: batch newcomer after three pairs and one more interactive.
-		{"1:1 batch", [NumPriorities]float64{1, 1}, 5, 3, Batch, 7},
-		// An extreme ratio must not overflow int and report a negative position.
-		{"extreme ratio", [NumPriorities]float64{1e300, 1e-300}, 3, 2, Batch, 5},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			q := newQueue(t, Config{Capacity: 1000, Weights: tt.weights})
-			for range tt.inter {
-				push(t, q, Interactive, 0)
-			}
-			for range tt.batch {
-				push(t, q, Batch, 0)
-			}
-			_, ahead, err := q.Push(tt.p, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ahead != tt.want {
-				t.Fatalf("ahead = %d, want %d", ahead, tt.want)
-			}
-			if pos := position(q, 1); pos != ahead {
-				t.Fatalf("ahead = %d but dispatched after %d", ahead, pos)
-			}
-		})
-	}
 }
 
 // position pops until the entry with value v and returns how many came first.
@@ -503,19 +873,123 @@ func position(q *Queue[int], v int) int {
 	}
 }
 
+// TestPushAhead checks the `ahead` Push returns (queue_position at
+// admission) on hand-computed cases.
+func TestPushAhead(t *testing.T) {
+	type item struct {
+		p      Priority
+		tenant string
+		weight float64
+		dl     int // seconds from a base; 0 = none
+	}
+	I, B := Interactive, Batch
+	rep := func(n int, it item) []item {
+		s := make([]item, n)
+		for i := range s {
+			s[i] = it
+		}
+		return s
+	}
+	cat := func(ss ...[]item) []item {
+		var s []item
+		for _, x := range ss {
+			s = append(s, x...)
+		}
+		return s
+	}
+	w81 := [NumPriorities]float64{8, 1}
+	tests := []struct {
+		name    string
+		weights [NumPriorities]float64
+		queued  []item
+		in      item
+		want    int
+	}{
+		// Empty queue: dispatched next.
+		{"empty", w81, nil, item{I, "a", 1, 0}, 0},
+		// Only its own tenant queued: FIFO position.
+		{"own only", w81, rep(5, item{I, "a", 1, 0}), item{I, "a", 1, 0}, 5},
+		// Interactive newcomer ahead of a long batch queue: goes first.
+		{"interactive before batch", w81, rep(50, item{B, "a", 1, 0}), item{I, "a", 1, 0}, 0},
+		// 8:1 dispatches I I I I B I I I I: the fifth interactive waits for one batch.
+		{"fifth interactive", w81, cat(rep(4, item{I, "a", 1, 0}), rep(50, item{B, "a", 1, 0})), item{I, "a", 1, 0}, 5},
+		// The first batch task runs fifth in the round, not ninth.
+		{"first batch", w81, rep(50, item{I, "a", 1, 0}), item{B, "a", 1, 0}, 4},
+		// A new tenant joins the current round: after the two heads (ties
+		// go to the older head), before everyone's second task.
+		{"new tenant", w81, cat(rep(3, item{B, "a", 1, 0}), rep(3, item{B, "b", 1, 0})), item{B, "c", 1, 0}, 2},
+		// A backlogged tenant's newcomer waits for its own 3 and the other's 3.
+		{"backlogged tenant", w81, cat(rep(3, item{B, "a", 1, 0}), rep(3, item{B, "b", 1, 0})), item{B, "b", 1, 0}, 6},
+		// Weight 4:1: a's 8 tasks take 2 virtual units, so b's 2 queued go
+		// first, and b's third lands after everything.
+		{"weighted heavy", w81, cat(rep(8, item{B, "a", 4, 0}), rep(2, item{B, "b", 1, 0})), item{B, "a", 4, 0}, 10},
+		// The light tenant's newcomer at virtual 2 comes after a's 8 at 0..1.75.
+		{"weighted light", w81, cat(rep(8, item{B, "a", 4, 0}), rep(2, item{B, "b", 1, 0})), item{B, "b", 1, 0}, 10},
+		// A light tenant with nothing queued starts now: after the ties at 0.
+		{"weighted new", w81, cat(rep(8, item{B, "a", 4, 0}), rep(2, item{B, "b", 1, 0})), item{B, "c", 1, 0}, 2},
+		// A deadline earlier than its tenant's head jumps its own tenant.
+		{"urgent deadline", w81, cat(rep(4, item{B, "a", 1, 9}), rep(4, item{B, "b", 1, 0})), item{B, "a", 1, 1}, 1},
+		// A later deadline counts the tenant's deadline entries (exact here:
+		// it is the latest): a's two at virtual 0 and 1, b's three at 0..2
+		// (the tie at 2 goes to b's older head).
+		{"later deadline", w81, cat(rep(2, item{B, "a", 1, 0}), rep(2, item{B, "a", 1, 5}), rep(4, item{B, "b", 1, 0})), item{B, "a", 1, 9}, 5},
+		// Tenants and priorities together: batch tenant c is the third batch
+		// dispatch (after a's and b's heads); 8:1 runs 4, 8 and 8 more
+		// interactive before the first three batch turns, but only 20 are queued.
+		{"both", w81, cat(rep(20, item{I, "x", 1, 0}), rep(2, item{B, "a", 1, 0}), rep(2, item{B, "b", 1, 0})), item{B, "c", 1, 0}, 2 + 20},
+		// An extreme priority ratio must not overflow int.
+		{"extreme ratio", [NumPriorities]float64{1e300, 1e-300}, cat(rep(3, item{I, "a", 1, 0}), rep(2, item{B, "a", 1, 0})), item{B, "a", 1, 0}, 5},
+	}
+	base := time.Unix(1e9, 0)
+	meta := func(it item) Meta {
+		m := Meta{Prio: it.p, Tenant: it.tenant, Weight: it.weight}
+		if it.dl > 0 {
+			m.Deadline = base.Add(time.Duration(it.dl) * time.Second)
+		}
+		return m
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := newQueue(t, Config{Capacity: 1000, Weights: tt.weights})
+			for _, it := range tt.queued {
+				push(t, q, meta(it), 0)
+			}
+			_, ahead, _, err := q.Push(meta(tt.in), 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ahead != tt.want {
+				t.Fatalf("ahead = %d, want %d", ahead, tt.want)
+			}
+			if pos := position(q, 1); pos != ahead {
+				t.Fatalf("ahead = %d but dispatched after %d", ahead, pos)
+			}
+		})
+	}
+}
+
 // TestPushAheadExact: after any history of pushes, pops, removals and
 // put-backs, `ahead` is exactly how many tasks dispatch before the newcomer
-// when nothing else changes (weights exact in binary floating point).
+// when nothing else changes — for weights exact in binary floating point
+// and a newcomer whose place in its own tenant is known (no deadline, or a
+// deadline later than all of its tenant's).
 func TestPushAheadExact(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
+	tw := []float64{1, 2, 0.5, 4}
+	base := time.Unix(1e9, 0)
 	for _, w := range [][NumPriorities]float64{{8, 1}, {1, 1}, {3, 1}, {1, 8}, {2, 3}, {5, 2}, {0.5, 2.5}} {
-		for range 2000 {
+		for range 1000 {
 			q := newQueue(t, Config{Capacity: 1000, Weights: w})
 			var live []*Entry[int]
 			for k := rng.IntN(80); k > 0; k-- {
 				switch r := rng.IntN(10); {
 				case r < 6:
-					live = append(live, push(t, q, Priority(rng.IntN(2)), 0))
+					tn := rng.IntN(len(tw))
+					m := Meta{Prio: Priority(rng.IntN(2)), Tenant: fmt.Sprint(tn), Weight: tw[tn]}
+					if rng.IntN(3) == 0 {
+						m.Deadline = base.Add(time.Duration(rng.IntN(100)) * time.Second)
+					}
+					live = append(live, push(t, q, m, 0))
 				case r < 8:
 					if e, ok := q.Pop(); ok && rng.IntN(4) == 0 {
 						q.PushFront(e) // dispatch lost its replica
@@ -526,15 +1000,56 @@ func TestPushAheadExact(t *testing.T) {
 					}
 				}
 			}
-			p := Priority(rng.IntN(2))
-			_, ahead, err := q.Push(p, 1)
+			tn := rng.IntN(len(tw))
+			m := Meta{Prio: Priority(rng.IntN(2)), Tenant: fmt.Sprint(tn), Weight: tw[tn]}
+			if rng.IntN(2) == 0 {
+				m.Deadline = base.Add(time.Hour) // later than any queued
+			}
+			_, ahead, _, err := q.Push(m, 1)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if pos := position(q, 1); pos != ahead {
-				t.Fatalf("weights %v, %v newcomer: ahead = %d, dispatched after %d", w, p, ahead, pos)
+				t.Fatalf("weights %v, newcomer %+v: ahead = %d, dispatched after %d", w, m, ahead, pos)
 			}
 		}
+	}
+}
+
+// TestPushAheadEstimate: with arbitrary weights and deadlines `ahead` stays
+// an estimate within bounds, and close to the truth on average.
+func TestPushAheadEstimate(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 5))
+	base := time.Unix(1e9, 0)
+	var sumErr, sumPos float64
+	for range 3000 {
+		q := newQueue(t, Config{Capacity: 1000, Weights: [NumPriorities]float64{8, 1}})
+		for k := rng.IntN(100); k > 0; k-- {
+			m := Meta{Prio: Priority(rng.IntN(2)), Tenant: fmt.Sprint(rng.IntN(5)), Weight: 0.3 + 3*rng.Float64()}
+			if rng.IntN(2) == 0 {
+				m.Deadline = base.Add(time.Duration(rng.IntN(100)) * time.Second)
+			}
+			push(t, q, m, 0)
+			if rng.IntN(4) == 0 {
+				q.Pop()
+			}
+		}
+		n := q.Len()
+		m := Meta{Prio: Priority(rng.IntN(2)), Tenant: fmt.Sprint(rng.IntN(6)), Weight: 0.3 + 3*rng.Float64()}
+		if rng.IntN(2) == 0 {
+			m.Deadline = base.Add(time.Duration(rng.IntN(100)) * time.Second)
+		}
+		_, ahead, _, _ := q.Push(m, 1)
+		if ahead < 0 || ahead > n || n == 0 && ahead != 0 {
+			t.Fatalf("ahead = %d with %d queued", ahead, n)
+		}
+		pos := position(q, 1)
+		sumErr += math.Abs(float64(ahead - pos))
+		sumPos += float64(pos)
+	}
+	// The deadline bound overestimates; it stays a good estimate overall.
+	if rel := sumErr / sumPos; rel > 0.15 {
+		t.Fatalf("mean |ahead - position| is %.0f%% of the mean position", 100*rel)
 	}
 }
 
@@ -553,11 +1068,13 @@ func TestConcurrent(t *testing.T) {
 		prodWG sync.WaitGroup
 		consWG sync.WaitGroup
 	)
+	tenants := []string{"a", "b", "c"}
 	for p := range producers {
 		prodWG.Go(func() {
 			for i := 0; i < perProd; {
 				v := p*perProd + i
-				e, _, err := q.Push(Priority(v%2), v)
+				m := Meta{Prio: Priority(v % 2), Tenant: tenants[v%3], Weight: float64(1 + v%3)}
+				e, _, _, err := q.Push(m, v)
 				if errors.Is(err, ErrFull) {
 					runtime.Gosched() // back-pressure: let a consumer run, retry
 					continue
@@ -613,19 +1130,50 @@ func TestConcurrent(t *testing.T) {
 	if q.Len() != 0 {
 		t.Fatalf("Len = %d at the end", q.Len())
 	}
+	if err := checkInvariants(q); err != nil {
+		t.Fatal(err)
+	}
 }
 
-// BenchmarkPushPop measures one admission and one dispatch with 10k tasks
-// queued; the only allocation is the Entry the caller keeps for Remove.
-func BenchmarkPushPop(b *testing.B) {
-	q := newQueue(b, Config{Capacity: 20_000, Weights: [NumPriorities]float64{8, 1}})
-	for i := range 10_000 {
-		push(b, q, Priority(i%2), i)
+// benchTenants are the tenant names the benchmarks spread load over.
+var benchTenants = func() []string {
+	s := make([]string, 256)
+	for i := range s {
+		s[i] = fmt.Sprintf("tenant-%03d", i)
 	}
+	return s
+}()
+
+// benchMeta is the i-th benchmark task: 256 tenants with weights 1..4, one
+// task in nine batch (the 8:1 default keeps both priorities busy), a third
+// with deadlines.
+func benchMeta(i int) Meta {
+	m := Meta{Tenant: benchTenants[i%len(benchTenants)], Weight: float64(1 + i%4)}
+	if i%9 == 8 {
+		m.Prio = Batch
+	}
+	if i%3 == 0 {
+		m.Deadline = time.Unix(1e9+int64(i%1000), 0)
+	}
+	return m
+}
+
+// fill returns a queue holding n benchmark tasks.
+func fill(b *testing.B, n int, policy string) *Queue[int] {
+	q := newQueue(b, Config{Capacity: 2 * n, Policy: policy, Weights: [NumPriorities]float64{8, 1}})
+	for i := range n {
+		push(b, q, benchMeta(i), i)
+	}
+	return q
+}
+
+// benchPushPop admits one task and dispatches one, keeping n queued.
+func benchPushPop(b *testing.B, n int, policy string) {
+	q := fill(b, n, policy)
 	b.ReportAllocs()
-	i := 0
+	i := n
 	for b.Loop() {
-		if _, _, err := q.Push(Priority(i%2), i); err != nil {
+		if _, _, _, err := q.Push(benchMeta(i), i); err != nil {
 			b.Fatal(err)
 		}
 		if _, ok := q.Pop(); !ok {
@@ -633,20 +1181,89 @@ func BenchmarkPushPop(b *testing.B) {
 		}
 		i++
 	}
-	if q.Len() != 10_000 {
+	if q.Len() != n {
 		b.Fatalf("Len = %d", q.Len())
+	}
+}
+
+// BenchmarkPushPop measures one admission and one dispatch with 10k tasks
+// queued across 256 tenants (issue 3 item 9: under 2 µs). The only
+// allocation is the Entry the caller keeps for Remove. drop-lru also keeps
+// the arrival heap the full policies need.
+func BenchmarkPushPop(b *testing.B) {
+	for _, policy := range []string{PolicyReject, PolicyDropLRU} {
+		b.Run("policy="+policy, func(b *testing.B) { benchPushPop(b, 10_000, policy) })
+	}
+}
+
+// BenchmarkPushPopScale shows the cost growing with log n, not n.
+func BenchmarkPushPopScale(b *testing.B) {
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		b.Run(fmt.Sprintf("queued=%d", n), func(b *testing.B) { benchPushPop(b, n, PolicyDropLRU) })
+	}
+}
+
+// BenchmarkPushEvict is a full queue under drop-lru: every admission evicts
+// the oldest task.
+func BenchmarkPushEvict(b *testing.B) {
+	q := newQueue(b, Config{Capacity: 10_000, Policy: PolicyDropLRU, Weights: [NumPriorities]float64{8, 1}})
+	for i := range 10_000 {
+		push(b, q, benchMeta(i), i)
+	}
+	b.ReportAllocs()
+	i := 10_000
+	for b.Loop() {
+		m := benchMeta(i)
+		m.Prio = Interactive
+		if _, _, v, err := q.Push(m, i); err != nil || v == nil {
+			b.Fatal(v, err)
+		}
+		i++
 	}
 }
 
 // BenchmarkPushRemove is the cancel path: admit, then remove by entry.
 func BenchmarkPushRemove(b *testing.B) {
-	q := newQueue(b, Config{Capacity: 20_000})
-	for i := range 10_000 {
-		push(b, q, Priority(i%2), i)
-	}
+	q := fill(b, 10_000, PolicyDropLRU)
 	b.ReportAllocs()
+	i := 0
 	for b.Loop() {
-		e, _, _ := q.Push(Batch, 0)
+		e, _, _, _ := q.Push(benchMeta(i), 0)
 		q.Remove(e)
+		i++
+	}
+}
+
+// TestRebase: a priority that never empties has its virtual clock shifted
+// back now and then; shares and order are unaffected.
+func TestRebase(t *testing.T) {
+	q := newQueue(t, Config{Capacity: 10_000})
+	q.rebaseAt = 16
+	for i := range 4000 {
+		push(t, q, Meta{Prio: Batch, Tenant: "a", Weight: 3}, i)
+		push(t, q, Meta{Prio: Batch, Tenant: "b", Weight: 1}, 10_000+i)
+	}
+	a := 0
+	for i := range 4000 {
+		e, _ := q.Pop()
+		if e.Value < 10_000 {
+			a++
+		}
+		if i%97 == 0 {
+			q.PushFront(e) // across rebases too
+			q.Pop()
+		}
+	}
+	if a < 2990 || a > 3010 {
+		t.Fatalf("a got %d of 4000 at 3:1 across rebases, want 3000", a)
+	}
+	q.mu.Lock()
+	epoch, vtime := q.pq[Batch].epoch, q.pq[Batch].vtime
+	q.mu.Unlock()
+	if epoch < 50 || vtime >= 16 { // vtime moves ~1/4 per pop: ~62 rebases
+		t.Fatalf("epoch %d, vtime %v: the clock was not rebased", epoch, vtime)
+	}
+	if err := checkInvariants(q); err != nil {
+		t.Fatal(err)
 	}
 }
