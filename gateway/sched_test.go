@@ -236,3 +236,26 @@ func TestWFQShare(t *testing.T) {
 		t.Fatalf("admission_share %v: ratio %.2f, want 3 ±15%%", shares, shares["t1"]/shares["t2"])
 	}
 }
+
+// TestTokenizeEngine: with admission.tokenize: engine the guardrail counts
+// the prompt with the engine's tokenizer, not the chars_per_token estimate.
+func TestTokenizeEngine(t *testing.T) {
+	prompt := strings.TrimSpace(strings.Repeat("a ", 30)) // 59 bytes: ~15 by estimate, 30 words (+BOS) by the fake's tokenizer
+	body := strings.Replace(taskSpec{maxTokens: 10}.body(), `"prompt":"Hello"`, `"prompt":"`+prompt+`"`, 1)
+	for _, c := range []struct {
+		tokenize string
+		want     int
+	}{
+		{"", 202},       // estimate: 15 + 10 <= 40
+		{"engine", 400}, // engine: 31 + 10 > 40
+	} {
+		e := newEnv(t, func(cfg *config.Config) {
+			cfg.Admission.Tokenize = c.tokenize
+			cfg.Pools[0].Ctx = 40
+		})
+		if r := e.do("POST", "/v1/tasks", testKey, body); r.status != c.want {
+			t.Fatalf("tokenize %q: %d %s", c.tokenize, r.status, r.body)
+		}
+		e.close()
+	}
+}
