@@ -319,7 +319,8 @@ type streamBody struct {
 	conn    net.Conn // for write deadlines: a client that stops reading is dropped
 	t       *task
 	cur     *tasklog.Cursor
-	pending []byte // Read's leftover
+	pending []byte    // Read's leftover
+	armed   time.Time // when the write deadline was last set
 	closed  bool
 }
 
@@ -331,7 +332,12 @@ const streamWriteTimeout = 30 * time.Second
 
 func (b *streamBody) write(w io.Writer, p []byte) (int, error) {
 	if b.conn != nil {
-		_ = b.conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		// Re-arming the deadline costs a poller update; a deadline a few
+		// seconds stale is as good a bound, so refresh it only then.
+		if now := time.Now(); now.Sub(b.armed) > streamWriteTimeout/8 {
+			_ = b.conn.SetWriteDeadline(now.Add(streamWriteTimeout))
+			b.armed = now
+		}
 	}
 	return w.Write(p)
 }

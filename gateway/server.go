@@ -170,7 +170,7 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		Handler:               s.withCorrelation(h),
 		Name:                  "orchd",
 		MaxRequestBodySize:    2 << 20,
-		ReadBufferSize:        16 << 10, // bounds request headers
+		ReadBufferSize:        8 << 10, // bounds request headers (held per open stream)
 		ReadTimeout:           30 * time.Second,
 		IdleTimeout:           90 * time.Second,
 		NoDefaultServerHeader: false,

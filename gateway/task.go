@@ -433,7 +433,11 @@ func (s *Server) finishTask(t *task) {
 	if t.cancelRun != nil {
 		t.cancelRun() // release the context's resources
 	}
+	// Only the log is kept for late readers: drop what the run needed.
+	t.req.Prompt = ""
+	t.sink = taskSink{firstToken: t.sink.firstToken, log: t.log}
 	t.mu.Unlock()
+	t.log.Compact()
 	s.quotas.release(t.key.tenant)
 	s.tasks.retire(t, time.Duration(s.cfg.TaskRetentionMs)*time.Millisecond)
 }

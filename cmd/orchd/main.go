@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // served only with --pprof
 	"os"
 	"os/signal"
 	"strings"
@@ -59,6 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { usage(stderr) }
 	configPath := fs.String("config", "", "config file (YAML); default: the embedded demo")
 	listen := fs.String("listen", "", "listen address host:port (overrides the config)")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060) for profiling; off by default")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -66,6 +69,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "orchd: unexpected argument %q\n", fs.Arg(0))
 		usage(stderr)
 		return 2
+	}
+	if *pprofAddr != "" {
+		ln, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			fmt.Fprintf(stderr, "orchd: --pprof %s: %v\n", *pprofAddr, err)
+			return 2
+		}
+		go http.Serve(ln, nil) //nolint:errcheck // profiling aid; ends with the process
 	}
 	return serve(*configPath, *listen, stdout, stderr)
 }

@@ -122,6 +122,24 @@ func (l *Log) Readers() int {
 	return len(l.readers)
 }
 
+// Compact trims a closed log's buffers to their length, so a finished task
+// kept for late readers holds only its events (append growth can leave up
+// to half of a buffer unused). Readers holding slices of the old buffer keep
+// them valid; cursors are offsets and are unaffected.
+func (l *Log) Compact() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed {
+		return
+	}
+	if cap(l.buf) > len(l.buf) {
+		l.buf = append([]byte(nil), l.buf...)
+	}
+	if cap(l.offs) > len(l.offs) {
+		l.offs = append([]int(nil), l.offs...)
+	}
+}
+
 // Cursor is one reader's position in a log.
 type Cursor struct {
 	log  *Log
