@@ -183,19 +183,19 @@ func TestHardPreemption(t *testing.T) {
 }
 
 // TestWFQShare: one slot saturated by two tenants weighted 3:1, each
-// keeping 8 tasks waiting at all times: admission_share approaches 3:1
+// keeping about 12 tasks waiting at all times: admission_share approaches 3:1
 // (±15 %) under sustained contention (SPEC §4.3).
 func TestWFQShare(t *testing.T) {
 	e := newEnv(t, func(c *config.Config) {
 		c.Tenants = []config.Tenant{{ID: "t1", Weight: 3}, {ID: "t2", Weight: 1}}
 		c.Pools[0].Queue.Capacity = 64
-	}, fake.Options{Slots: 1})
+	}, fake.Options{Slots: 1, ITL: 2 * time.Millisecond})
 	const target = 400 // dispatches under contention
 	var done atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for _, key := range []string{testKey, "sk-other"} {
-		for w := 0; w < 8; w++ {
+		for w := 0; w < 12; w++ {
 			wg.Add(1)
 			go func(key string) {
 				defer wg.Done()
@@ -205,7 +205,9 @@ func TestWFQShare(t *testing.T) {
 						return
 					default:
 					}
-					req, _ := http.NewRequest("POST", e.url+"/v1/tasks", strings.NewReader(taskSpec{maxTokens: 1}.body()))
+					// Tasks of a few ms keep both tenants backlogged: a worker
+					// resubmits long before its tenant's queue could drain.
+					req, _ := http.NewRequest("POST", e.url+"/v1/tasks", strings.NewReader(taskSpec{maxTokens: 3}.body()))
 					req.Header.Set("Authorization", "Bearer "+key)
 					req.Header.Set("Accept", "text/event-stream")
 					res, err := e.hc.Do(req)
