@@ -346,7 +346,10 @@ func (b *streamBody) write(w io.Writer, p []byte) (int, error) {
 func (b *streamBody) SupportsBodyWriteTo() bool { return true }
 
 // WriteTo streams until the log's terminal event or a write error (the
-// client left: the reader detaches at once, STYLE.md fasthttp trap 2).
+// client left: the reader detaches at once, STYLE.md fasthttp trap 2). While
+// it waits, the engine relay may write new events to w itself
+// (tasklog.PublishDirect); the cursor's write lock keeps the two apart, and
+// the direct writer is withdrawn before WriteTo returns.
 func (b *streamBody) WriteTo(w io.Writer) (int64, error) {
 	var n int64
 	timer := time.NewTimer(b.s.keep)
@@ -354,22 +357,37 @@ func (b *streamBody) WriteTo(w io.Writer) (int64, error) {
 	if b.conn != nil {
 		defer b.conn.SetWriteDeadline(time.Time{}) //nolint:errcheck // the connection may serve more requests
 	}
+	cur := b.cur
+	cur.SetDirect(func(p []byte) error {
+		_, err := b.write(w, p)
+		return err
+	})
+	defer cur.SetDirect(nil)
 	for {
-		data, done := b.cur.Next()
+		cur.Lock()
+		if err := cur.Err(); err != nil {
+			cur.Unlock()
+			return n, err
+		}
+		data, done := cur.Next()
 		if len(data) > 0 {
 			m, err := b.write(w, data)
 			n += int64(m)
 			if err != nil {
+				cur.Unlock()
 				return n, err
 			}
 		}
+		cur.Unlock()
 		if done {
 			return n, nil
 		}
 		select {
-		case <-b.cur.Wake():
+		case <-cur.Wake():
 		case <-timer.C:
+			cur.Lock()
 			m, err := b.write(w, pingComment)
+			cur.Unlock()
 			n += int64(m)
 			if err != nil {
 				return n, err

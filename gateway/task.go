@@ -157,7 +157,9 @@ func (s *taskSink) Token(text []byte) {
 	}
 }
 
-func (s *taskSink) Flush() { s.log.Publish() }
+// Flush publishes what the engine sent; this goroutine writes it to a sole
+// caught-up reader itself (tasklog.PublishDirect).
+func (s *taskSink) Flush() { s.log.PublishDirect() }
 
 // startTask moves a dispatched task to running on replica r. Called by the
 // pool's dispatcher with r's slot already acquired.

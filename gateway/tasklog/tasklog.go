@@ -66,6 +66,45 @@ func (l *Log) Append(kind sse.Kind, data []byte) bool {
 	return true
 }
 
+// PublishDirect is Publish for the goroutine that produces the events (the
+// engine relay): when the log has a single reader that is caught up and has
+// set a direct writer, this goroutine writes the new bytes to the reader's
+// connection itself instead of waking the reader's goroutine — one wake-up
+// fewer per token. A reader that is busy (writing, or catching up) is woken
+// as by Publish, and so is every reader once the log is closed.
+func (l *Log) PublishDirect() {
+	l.mu.Lock()
+	if l.pub == len(l.buf) && !l.closed {
+		l.mu.Unlock()
+		return
+	}
+	var dc *Cursor
+	var data []byte
+	if len(l.readers) == 1 {
+		c := l.readers[0]
+		if c.direct != nil && c.pos == l.pub && c.wmu.TryLock() {
+			dc, data = c, l.buf[c.pos:len(l.buf):len(l.buf)]
+			c.pos = len(l.buf)
+		}
+	}
+	l.pub = len(l.buf)
+	l.pubN = len(l.offs)
+	for _, c := range l.readers {
+		if c != dc || l.closed {
+			c.signal()
+		}
+	}
+	l.mu.Unlock()
+	if dc == nil {
+		return
+	}
+	if err := dc.direct(data); err != nil {
+		dc.err = err
+		dc.signal()
+	}
+	dc.wmu.Unlock()
+}
+
 // Publish makes every appended event visible and wakes the readers.
 func (l *Log) Publish() {
 	l.mu.Lock()
@@ -80,10 +119,7 @@ func (l *Log) publishLocked() {
 	l.pub = len(l.buf)
 	l.pubN = len(l.offs)
 	for _, c := range l.readers {
-		select {
-		case c.wake <- struct{}{}:
-		default: // already signalled; the reader will see everything
-		}
+		c.signal()
 	}
 }
 
@@ -145,6 +181,41 @@ type Cursor struct {
 	log  *Log
 	pos  int
 	wake chan struct{}
+
+	// wmu is held by whoever writes to the reader's connection: the reader
+	// itself, or a PublishDirect caller. direct and err are guarded by it
+	// (direct also by the log's mutex).
+	wmu    sync.Mutex
+	direct func([]byte) error
+	err    error
+}
+
+func (c *Cursor) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default: // already signalled; the reader will see everything
+	}
+}
+
+// Lock takes the reader's write lock: hold it around every write the reader
+// makes to its connection, so a PublishDirect never interleaves with it.
+func (c *Cursor) Lock() { c.wmu.Lock() }
+
+// Unlock releases the write lock.
+func (c *Cursor) Unlock() { c.wmu.Unlock() }
+
+// Err returns the error of a failed direct write (call with the lock held).
+func (c *Cursor) Err() error { return c.err }
+
+// SetDirect lets PublishDirect write to the reader's connection with w (nil
+// stops it). Setting nil waits for a direct write in progress, so after it
+// returns w is never called again. Call it without holding the write lock.
+func (c *Cursor) SetDirect(w func([]byte) error) {
+	c.wmu.Lock()
+	c.log.mu.Lock()
+	c.direct = w
+	c.log.mu.Unlock()
+	c.wmu.Unlock()
 }
 
 // Subscribe attaches a reader. after < 0 starts at the first event; otherwise
