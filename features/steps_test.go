@@ -196,6 +196,9 @@ func initScenario(sc *godog.ScenarioContext) {
 	sc.Step(`^the metrics have these series:$`, w.metricsHaveSeries)
 	sc.Step(`^the metric (\w+)\{([^}]*)\} is at least (\d+)$`, w.metricAtLeast)
 	sc.Step(`^the metric (\w+)\{([^}]*)\} sums to (\d+)$`, w.metricSumsTo)
+
+	// Admission and scheduling (SPEC §4): sched_steps_test.go.
+	initSchedSteps(sc, w)
 }
 
 // ---- configuration ----

@@ -63,6 +63,14 @@ type world struct {
 	expectReady       bool
 	keepAlive         time.Duration // SSE keep-alive period (0: the server's default)
 
+	// Scheduling config, set by sched_steps_test.go.
+	fullPolicy  string   // the pool's queue.full_policy ("": reject)
+	poolExtra   []string // extra YAML keys of the pool, e.g. "preemption: hard"
+	tenants     []string // tenants entries as YAML flow maps
+	weights     string   // admission.weights as a YAML flow map ("": defaults)
+	tokenBudget int      // sessions.token_budget (0: none)
+	sched       schedState
+
 	fakes []*fake.Server
 	srv   *gateway.Server
 	url   string
@@ -108,6 +116,24 @@ func (w *world) yaml() string {
 	for i, f := range w.fakes {
 		fmt.Fprintf(&reps, "      - { id: r%d, url: %q, slots: %d }\n", i, f.URL(), w.pool.slots)
 	}
+	policy := w.fullPolicy
+	if policy == "" {
+		policy = "reject"
+	}
+	var sched strings.Builder
+	if len(w.tenants) > 0 {
+		sched.WriteString("tenants:\n")
+		for _, t := range w.tenants {
+			sched.WriteString("  - " + t + "\n")
+		}
+	}
+	if w.weights != "" {
+		sched.WriteString("admission: { weights: " + w.weights + " }\n")
+	}
+	var extra strings.Builder
+	for _, e := range w.poolExtra {
+		extra.WriteString("    " + e + "\n")
+	}
 	return `
 auth:
   keys:
@@ -119,14 +145,14 @@ shutdown_grace_ms: 0
 detach_grace_ms: ` + strconv.Itoa(w.detachGraceMs) + `
 task_retention_ms: ` + strconv.Itoa(w.retentionMs) + `
 metrics: { require_key: ` + strconv.FormatBool(w.requireMetricsKey) + ` }
-sessions: { max_turns: ` + strconv.Itoa(w.maxTurns) + `, ttl_ms: ` + strconv.Itoa(w.sessionTTLMs) + ` }
-pools:
+sessions: { max_turns: ` + strconv.Itoa(w.maxTurns) + `, ttl_ms: ` + strconv.Itoa(w.sessionTTLMs) + `, token_budget: ` + strconv.Itoa(w.tokenBudget) + ` }
+` + sched.String() + `pools:
   - id: ` + w.pool.id + `
     engine: llamacpp
     model: ` + w.pool.model + `
     ctx: 4096
-    queue: { capacity: ` + strconv.Itoa(w.pool.capacity) + `, full_policy: reject }
-    replicas:
+    queue: { capacity: ` + strconv.Itoa(w.pool.capacity) + `, full_policy: ` + policy + ` }
+` + extra.String() + `    replicas:
 ` + reps.String()
 }
 

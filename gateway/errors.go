@@ -63,6 +63,7 @@ type APIError struct {
 	// queuePosition and queueETAMs feed X-Queue-Position / X-Queue-ETA-Ms.
 	queuePosition int
 	queueETAMs    int64
+	queueKnown    bool // the queue headers apply (429s of a pool's admission)
 }
 
 func (e *APIError) Error() string { return e.Code + ": " + e.Message }
@@ -94,10 +95,8 @@ func writeError(ctx *fasthttp.RequestCtx, e *APIError) {
 		secs := (e.RetryAfterMs + 999) / 1000
 		ctx.Response.Header.Set("Retry-After", strconv.FormatInt(secs, 10))
 		ctx.Response.Header.Set("X-Backoff-Ms", strconv.FormatInt(e.RetryAfterMs, 10))
-		if e.queuePosition > 0 {
+		if e.queueKnown || e.queuePosition > 0 {
 			ctx.Response.Header.Set("X-Queue-Position", strconv.Itoa(e.queuePosition))
-		}
-		if e.queueETAMs > 0 {
 			ctx.Response.Header.Set("X-Queue-ETA-Ms", strconv.FormatInt(e.queueETAMs, 10))
 		}
 	}

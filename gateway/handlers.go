@@ -61,6 +61,13 @@ func (s *Server) promptTokens(p *pool, prompt string) int {
 	return estimatePromptTokens(prompt, s.cfg.Admission.CharsPerToken)
 }
 
+// withQueue adds the pool's queue headers to an admission 429.
+func withQueue(e *APIError, p *pool) *APIError {
+	n := p.queue.Len()
+	e.queuePosition, e.queueETAMs, e.queueKnown = n, p.predictStartMs(n), true
+	return e
+}
+
 func (s *Server) reject(ctx *fasthttp.RequestCtx, engine string, e *APIError) {
 	reason := reasonLabel(e.Code)
 	if e.PolicyLabel != "" {
@@ -161,16 +168,16 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 	if aerr != nil {
 		s.tasks.unreserve(key)
 		s.metrics.backpressure(p.engine, aerr.PolicyLabel)
-		s.reject(ctx, p.engine, aerr)
+		s.reject(ctx, p.engine, withQueue(aerr, p))
 		return
 	}
-	undoQuota, aerr := s.quotas.acquire(pr.Tenant)
+	commitQuota, undoQuota, aerr := s.quotas.acquire(pr.Tenant)
 	if aerr != nil {
 		undoSession()
 		s.tasks.unreserve(key)
 		aerr.Engine, aerr.PoolID = p.engine, p.id
 		s.metrics.backpressure(p.engine, aerr.PolicyLabel)
-		s.reject(ctx, p.engine, aerr)
+		s.reject(ctx, p.engine, withQueue(aerr, p))
 		return
 	}
 	undo := func() {
@@ -214,7 +221,7 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		perPriority := full.Capacity != p.queue.Capacity()
 		s.reject(ctx, p.engine, &APIError{Code: code, Engine: p.engine, PoolID: p.id, PolicyLabel: full.Policy,
 			Message:      "queue of pool " + p.id + " is full (" + strconv.Itoa(full.Queued) + " queued, capacity " + strconv.Itoa(full.Capacity) + ")",
-			RetryAfterMs: p.backoffMs(t.prio, perPriority), queuePosition: full.Queued, queueETAMs: p.predictStartMs(full.Queued)})
+			RetryAfterMs: p.backoffMs(t.prio, perPriority), queuePosition: full.Queued, queueETAMs: p.predictStartMs(full.Queued), queueKnown: true})
 		return
 	}
 	t.entry = e
@@ -223,6 +230,7 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 	t.predictedEndMs = p.predictEndMs(t.predictedStartMs, t.tokensExpected())
 	s.tasks.add(t)
 	t.mu.Unlock()
+	commitQuota()
 
 	if victim != nil {
 		s.evict(victim.Value, p.queue.Policy())

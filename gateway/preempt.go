@@ -74,9 +74,9 @@ func (s *Server) requeuePreempted(t *task) bool {
 		t.mu.Unlock()
 		ae := &APIError{Code: CodeWorkerReset, Engine: p.engine, PoolID: p.id, Retriable: true,
 			Message: "preempted by higher-priority work; determinism strict forbids resuming on another sampler path"}
-		if t.log.Append(sse.KindError, mustJSON(ae)) {
-			s.sessions.finishTurn(t, engines.Result{}, nil)
-		}
+		s.sessions.finishTurn(t, engines.Result{TokensOut: t.log.Tokens()}, nil)
+		s.releaseQuota(t)
+		t.log.Append(sse.KindError, mustJSON(ae))
 		s.finishTask(t)
 		return true
 	}

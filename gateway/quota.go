@@ -59,35 +59,36 @@ func (q *quotas) weight(tenant string) float64 {
 	return q.state(tenant).weight
 }
 
-// acquire takes one concurrency place and one rate token, or returns the
-// 429 that explains which limit refused. The place is given back by release
-// when the task ends; undo gives back both place and token when admission
-// fails at a later check, so a rejected request changes nothing.
-func (q *quotas) acquire(tenant string) (undo func(), _ *APIError) {
+// acquire checks the tenant's quotas and takes one concurrency place, or
+// returns the 429 that explains which limit refused. The rate token is only
+// looked at here: commit spends it once the task is admitted, so a request
+// refused by a later check changes nothing (undo gives the place back). The
+// place itself is given back by release when the task ends.
+func (q *quotas) acquire(tenant string) (commit, undo func(), _ *APIError) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	st := q.state(tenant)
 	if st.maxConcurrent > 0 && st.active >= st.maxConcurrent {
-		return nil, &APIError{Code: CodeAdmissionReject, PolicyLabel: "tenant-quota", RetryAfterMs: 1000,
+		return nil, nil, &APIError{Code: CodeAdmissionReject, PolicyLabel: "tenant-quota", RetryAfterMs: 1000,
 			Message: "tenant " + tenant + " has " + strconv.Itoa(st.active) + " tasks queued or running, its max_concurrent is " + strconv.Itoa(st.maxConcurrent)}
 	}
-	var res *rate.Reservation
-	if st.limiter != nil {
+	if lim := st.limiter; lim != nil {
 		now := q.now()
-		res = st.limiter.ReserveN(now, 1)
-		if d := res.DelayFrom(now); d > 0 {
-			res.CancelAt(now)
-			return nil, &APIError{Code: CodeAdmissionReject, PolicyLabel: "tenant-quota", RetryAfterMs: max(d.Milliseconds(), 1),
-				Message: "tenant " + tenant + " exceeds its rate of " + strconv.FormatFloat(float64(st.limiter.Limit()), 'g', -1, 64) + " tasks/s (burst " + strconv.Itoa(st.limiter.Burst()) + ")"}
+		if avail := lim.TokensAt(now); avail < 1 {
+			wait := time.Duration((1 - avail) / float64(lim.Limit()) * float64(time.Second))
+			return nil, nil, &APIError{Code: CodeAdmissionReject, PolicyLabel: "tenant-quota", RetryAfterMs: max(wait.Milliseconds(), 1),
+				Message: "tenant " + tenant + " exceeds its rate of " + strconv.FormatFloat(float64(lim.Limit()), 'g', -1, 64) + " tasks/s (burst " + strconv.Itoa(lim.Burst()) + ")"}
 		}
 	}
 	st.active++
-	return func() {
-		if res != nil {
-			res.CancelAt(q.now())
+	commit = func() {
+		if st.limiter != nil {
+			// Spend the token looked at above; a concurrent admission may
+			// have taken it meanwhile, leaving the bucket briefly in debt.
+			st.limiter.ReserveN(q.now(), 1)
 		}
-		q.release(tenant)
-	}, nil
+	}
+	return commit, func() { q.release(tenant) }, nil
 }
 
 // release gives back a concurrency place (task finished, or admission

@@ -121,7 +121,7 @@ pools:
 	p.setReady(0, true, "")
 	for i := 0; i < 3; i++ {
 		tk := &task{key: taskKey{"t1", newID()}, pool: p, log: newTaskLog()}
-		if _, ae := srv.quotas.acquire("t1"); ae != nil {
+		if _, _, ae := srv.quotas.acquire("t1"); ae != nil {
 			t.Fatal(ae)
 		}
 		tk.mu.Lock()

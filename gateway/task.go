@@ -72,6 +72,7 @@ type task struct {
 	mu          sync.Mutex
 	preempting  bool // set by preempt before it aborts the engine request
 	finished    bool // finishTask ran
+	released    bool // the tenant's concurrency place was given back
 	state       taskState
 	replica     *balancer.Replica
 	cancelRun   context.CancelFunc
@@ -263,7 +264,8 @@ func (s *Server) settle(t *task, labels seriesLabels, segStart time.Time, res en
 		if errors.Is(err, context.Canceled) && s.requeuePreempted(t) {
 			return
 		}
-		s.sessions.finishTurn(t, engines.Result{}, nil)
+		s.sessions.finishTurn(t, engines.Result{TokensOut: t.log.Tokens()}, nil)
+		s.releaseQuota(t)
 		if !errors.Is(err, context.Canceled) {
 			ae := engineError(err, p)
 			if t.log.Append(sse.KindError, mustJSON(ae)) {
@@ -296,7 +298,12 @@ func (s *Server) settle(t *task, labels seriesLabels, segStart time.Time, res en
 	me := s.metricsEvent(t, end)
 	me.TokensBudgetRemaining = remaining
 	me.TokensIn, me.TokensOut, me.TTFTMs = res.TokensIn, tokensOut, ttft
+	me.OnTimeProbability = 1 // it ended: met, or not
+	if t.deadline > 0 && end.Sub(t.admittedAt).Milliseconds() > t.deadline {
+		me.OnTimeProbability = 0
+	}
 	t.log.Append(sse.KindMetrics, mustJSON(me))
+	s.releaseQuota(t)
 	finish := res.FinishReason
 	if finish == "" {
 		finish = "stop"
@@ -394,6 +401,7 @@ func (s *Server) terminate(t *task, ae *APIError, reason string) bool {
 		t.pool.queue.Remove(t.entry)
 		t.state = stateDone
 		t.mu.Unlock()
+		s.releaseQuota(t)
 		if !t.log.Append(sse.KindError, mustJSON(ae)) {
 			return false
 		}
@@ -412,6 +420,7 @@ func (s *Server) terminate(t *task, ae *APIError, reason string) bool {
 	}
 	cancel, r := t.cancelRun, t.replica
 	t.mu.Unlock()
+	s.releaseQuota(t) // before the 204 of a cancel, so a resubmission finds the place free
 	cancel()
 	p := t.pool
 	s.metrics.canceled(seriesLabels{engine: p.engine, engineVersion: p.replicaVersion(r.Index), poolID: p.id, replicaID: r.ID}, reason)
@@ -440,8 +449,21 @@ func (s *Server) finishTask(t *task) {
 	t.sink = taskSink{firstToken: t.sink.firstToken, log: t.log}
 	t.mu.Unlock()
 	t.log.Compact()
-	s.quotas.release(t.key.tenant)
+	s.releaseQuota(t)
 	s.tasks.retire(t, time.Duration(s.cfg.TaskRetentionMs)*time.Millisecond)
+}
+
+// releaseQuota gives the tenant's concurrency place back, once. It runs
+// before a task's terminal event is written, so a client that submits its
+// next task as soon as it reads `end` finds the place free.
+func (s *Server) releaseQuota(t *task) {
+	t.mu.Lock()
+	done := t.released
+	t.released = true
+	t.mu.Unlock()
+	if !done {
+		s.quotas.release(t.key.tenant)
+	}
 }
 
 // attach registers a stream reader; detach unregisters it and, when the last

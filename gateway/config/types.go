@@ -91,7 +91,7 @@ type Weights struct {
 type Sessions struct {
 	TTLMs       int `yaml:"ttl_ms" json:"ttl_ms" jsonschema:"exclusiveMinimum=0,default=600000" jsonschema_description:"A session expires this long after its last task (milliseconds). Default 600000 (10 min)."`
 	MaxTurns    int `yaml:"max_turns" json:"max_turns" jsonschema:"exclusiveMinimum=0,default=8" jsonschema_description:"A session expires after this many tasks. Default 8."`
-	TokenBudget int `yaml:"token_budget" json:"token_budget" jsonschema:"minimum=0,default=0" jsonschema_description:"Tokens (prompt estimate plus max_tokens) a session may use over its life. Default 0 = no budget."`
+	TokenBudget int `yaml:"token_budget" json:"token_budget" jsonschema:"minimum=0,default=0" jsonschema_description:"Generated tokens a session may use over its life: max_tokens is reserved at admission, the unused part refunded when the task ends (tokens streamed before a cancel or failure stay charged). Default 0 = no budget."`
 }
 
 // SLO holds per-priority service-level objectives.
