@@ -138,7 +138,10 @@ func runSchema(args []string, stdout, stderr io.Writer) int {
 func newAdapter(engine, url string) (engines.Adapter, error) {
 	switch engine {
 	case engines.LlamaCpp:
-		a, err := llamacpp.New(url, llamacpp.Options{})
+		// A keep-alive pool as large as a replica's busiest concurrency, so
+		// streams reuse engine connections instead of dialing (idle ones
+		// expire after the engine's keep-alive timeout).
+		a, err := llamacpp.New(url, llamacpp.Options{MaxIdleConns: 1024})
 		if err != nil {
 			return nil, err // not a typed nil inside the interface
 		}
