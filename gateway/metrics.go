@@ -239,3 +239,10 @@ func (m *gwMetrics) registerSchedGauges(shares *shareTracker, deadlines *deadlin
 		})
 	})
 }
+
+// retry counts tasks moved to another replica (why: retry, failover).
+func (m *gwMetrics) retry(engine, why string) {
+	m.counter(seriesKey{name: "retry", l: seriesLabels{engine: engine}, extra: why}, func() string {
+		return fmt.Sprintf(`task_retries_total{engine=%q,why=%q}`, engine, why)
+	}).Inc()
+}

@@ -239,7 +239,7 @@ func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(
 			return
 		}
 		t := e.Value
-		r := p.policy.Pick(p.replicas, prefer(t))
+		r := p.pickFor(t, prefer(t))
 		if r == nil || !r.TryAcquire() {
 			// The slot went away between the two picks (a replica turned
 			// unready): put the task back, unless it was canceled meanwhile,
@@ -259,7 +259,7 @@ func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(
 // no first token within first_token_ms, no token for idle_ms after the first,
 // or longer than wall_ms in all. It samples token counts instead of timing
 // every token, so the relay's hot path pays nothing for it.
-func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError), report func(t *task, now time.Time)) {
+func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError, kind abortReason), report func(t *task, now time.Time)) {
 	to := p.cfg.Timeouts
 	period := time.Duration(min(to.FirstTokenMs, to.IdleMs, to.WallMs)) * time.Millisecond / 4
 	period = min(max(period, 10*time.Millisecond), time.Second)
@@ -267,16 +267,17 @@ func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError)
 	defer tick.Stop()
 	var due []*task
 	var why []*APIError
+	var kinds []abortReason
 	for {
 		select {
 		case <-stop:
 			return
 		case now := <-tick.C:
-			due, why = due[:0], why[:0]
+			due, why, kinds = due[:0], why[:0], kinds[:0]
 			p.runMu.Lock()
 			for t := range p.running {
-				if ae := p.overdue(t, now); ae != nil {
-					due, why = append(due, t), append(why, ae)
+				if ae, kind := p.overdue(t, now); ae != nil {
+					due, why, kinds = append(due, t), append(why, ae), append(kinds, kind)
 				} else if t.lastMetrics.IsZero() {
 					t.lastMetrics = now
 				} else if now.Sub(t.lastMetrics) >= metricsInterval {
@@ -286,7 +287,7 @@ func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError)
 			}
 			p.runMu.Unlock()
 			for i, t := range due {
-				expire(t, why[i])
+				expire(t, why[i], kinds[i])
 			}
 		}
 	}
@@ -297,13 +298,15 @@ const metricsInterval = 2 * time.Second
 
 // overdue checks one running task; only the watchdog goroutine touches
 // wdTokens and wdSince.
-func (p *pool) overdue(t *task, now time.Time) *APIError {
+// kind says which limit broke: abortFirstToken, abortIdle, or abortNone for
+// wall_ms (never resumed: the task's whole budget is spent).
+func (p *pool) overdue(t *task, now time.Time) (ae *APIError, kind abortReason) {
 	to := p.cfg.Timeouts
 	n := t.log.Tokens()
 	if t.wdSince.IsZero() || n != t.wdTokens {
 		t.wdTokens, t.wdSince = n, now
 	}
-	ae := &APIError{Engine: p.engine, PoolID: p.id}
+	ae = &APIError{Engine: p.engine, PoolID: p.id}
 	switch {
 	case now.Sub(t.dispatchedAt) > time.Duration(to.WallMs)*time.Millisecond:
 		ae.Code, ae.Message = CodeDecodeTimeout, "task ran longer than wall_ms "+strconv.Itoa(to.WallMs)
@@ -311,12 +314,14 @@ func (p *pool) overdue(t *task, now time.Time) *APIError {
 		// A miss before the first token is a replica failure (SPEC §4.5);
 		// v0 makes one attempt, so it ends the task as retries used up.
 		ae.Code, ae.Message, ae.Retriable = CodeReplicaExhausted, "no first token within first_token_ms "+strconv.Itoa(to.FirstTokenMs), true
+		kind = abortFirstToken
 	case n > 0 && now.Sub(t.wdSince) > time.Duration(to.IdleMs)*time.Millisecond:
 		ae.Code, ae.Message = CodeDecodeTimeout, "no token for idle_ms "+strconv.Itoa(to.IdleMs)
+		kind = abortIdle
 	default:
-		return nil
+		return nil, abortNone
 	}
-	return ae
+	return ae, kind
 }
 
 // healthLoop probes every replica until stop closes.

@@ -111,7 +111,17 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.http = s.newHTTPServer()
 
 	prefer := func(t *task) *balancer.Replica { return s.sessions.lastReplica(t.key.tenant, t.sessionID, t.pool) }
-	expire := func(t *task, ae *APIError) { s.terminate(t, ae, reasonWatchdog) }
+	expire := func(t *task, ae *APIError, kind abortReason) {
+		switch {
+		case kind == abortFirstToken:
+			// A first-token miss is a replica failure: retried elsewhere.
+			s.abortRun(t, abortFirstToken)
+		case kind == abortIdle && t.pool.cfg.Failover == "resume":
+			s.abortRun(t, abortIdle)
+		default:
+			s.terminate(t, ae, reasonWatchdog)
+		}
+	}
 	for _, p := range s.pools {
 		p.healthLoop(s.stop, cfg.Health, &s.bgWG)
 		s.bgWG.Add(2)

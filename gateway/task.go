@@ -70,7 +70,9 @@ type task struct {
 	wdSince       time.Time // watchdog: when the token count last moved
 
 	mu          sync.Mutex
-	preempting  bool // set by preempt before it aborts the engine request
+	abort       abortReason                // why the gateway aborted the running segment
+	tried       map[*balancer.Replica]bool // replicas that failed this task
+	startedSent bool
 	finished    bool // finishTask ran
 	released    bool // the tenant's concurrency place was given back
 	state       taskState
@@ -106,6 +108,7 @@ type metricsEvent struct {
 	TTFTMs                int64   `json:"ttft_ms,omitempty"`
 	ReplicaID             string  `json:"replica_id,omitempty"`
 	Preempted             bool    `json:"preempted"`
+	Failover              bool    `json:"failover,omitempty"`
 }
 
 // endEvent is the data of `end` (SPEC §3.2).
@@ -176,7 +179,7 @@ func (s *Server) startTask(t *task, r *balancer.Replica) {
 	ctx, cancel := context.WithCancel(context.Background())
 	now := time.Now()
 	t.state = stateRunning
-	t.preempting = false
+	t.abort = abortNone
 	t.replica = r
 	t.cancelRun = cancel
 	if t.segments == 0 {
@@ -227,7 +230,11 @@ func (s *Server) runTask(ctx context.Context, t *task, r *balancer.Replica) {
 		s.settle(t, labels, segStart, res, err)
 	}()
 
-	if t.segments == 0 {
+	t.mu.Lock()
+	first := !t.startedSent
+	t.startedSent = true
+	t.mu.Unlock()
+	if first {
 		queueMs := t.dispatchedAt.Sub(t.admittedAt).Milliseconds()
 		s.metrics.started(labels)
 		t.log.Append(sse.KindStarted, mustJSON(startedEvent{
@@ -239,11 +246,12 @@ func (s *Server) runTask(ctx context.Context, t *task, r *balancer.Replica) {
 			zap.String("replica_id", r.ID), zap.String("engine_version", ver), zap.Bool("kv_warmth", t.kvWarm),
 			zap.Int64("queue_time_ms", queueMs))
 		t.sink.log = t.log
-		t.sink.keep = p.cfg.Preemption == "hard" && t.prio != admission.Interactive && !t.strict
+		// Keep the text when the task may resume elsewhere from it.
+		t.sink.keep = !t.strict && (p.cfg.Failover == "resume" || p.cfg.Preemption == "hard" && t.prio != admission.Interactive)
 		t.sink.onFirst = func() {
 			s.metrics.firstToken(labels, float64(time.Since(t.admittedAt).Microseconds())/1000)
 		}
-	} else {
+	} else if t.segments > 0 {
 		s.metrics.resumption(p.engine)
 		s.logTask(t, zap.InfoLevel, "task resumed", zap.String("replica_id", r.ID), zap.Int("segment", t.segments),
 			zap.Int("tokens_so_far", t.tokensOutPrev))
@@ -261,13 +269,18 @@ func (s *Server) settle(t *task, labels seriesLabels, segStart time.Time, res en
 	queueMs := t.dispatchedAt.Sub(t.admittedAt).Milliseconds()
 	first := t.sink.firstToken
 	if err != nil {
-		if errors.Is(err, context.Canceled) && s.requeuePreempted(t) {
+		if s.resumeAfter(t, err) {
 			return
 		}
 		s.sessions.finishTurn(t, engines.Result{TokensOut: t.log.Tokens()}, nil)
 		s.releaseQuota(t)
+		var ae *APIError
 		if !errors.Is(err, context.Canceled) {
-			ae := engineError(err, p)
+			ae = engineError(err, p)
+		} else {
+			ae = s.abortError(t) // nil: a cancel already wrote the terminal event
+		}
+		if ae != nil {
 			if t.log.Append(sse.KindError, mustJSON(ae)) {
 				s.logTask(t, zap.WarnLevel, "task failed",
 					zap.String("replica_id", r.ID), zap.String("engine_version", labels.engineVersion),

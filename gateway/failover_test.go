@@ -1,0 +1,93 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/gateway/config"
+)
+
+// TestRetryBeforeFirstToken: a replica failing at start is retried on
+// another one; one `started`, a complete stream (SPEC §5).
+func TestRetryBeforeFirstToken(t *testing.T) {
+	cases := []struct {
+		name   string
+		first  fake.Options
+		mutate func(*config.Config)
+	}{
+		{"start-500", fake.Options{Fail: fake.FailStart500}, nil}, // 5xx before the first token
+		{"start-429", fake.Options{Fail: fake.FailStart429}, nil}, // overloaded
+		{"slow first token", fake.Options{TTFT: 3 * time.Second}, func(c *config.Config) { // first_token_ms miss
+			c.Pools[0].Timeouts.FirstTokenMs = 150
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, c.mutate, c.first, fake.Options{})
+			evs := e.postStream(taskSpec{maxTokens: 8}.body()).all(t)
+			if got := names(evs); strings.Count(got, "started") != 1 || evs[len(evs)-1].name != "end" {
+				t.Fatalf("events %s, last %v", got, evs[len(evs)-1].data)
+			}
+			if n := len(tokens(t, evs)); n != 8 {
+				t.Fatalf("%d tokens", n)
+			}
+			e.metricEventually(t, `task_retries_total{engine="llamacpp",why="retry"} 1`)
+			eventually(t, "slots released", func() bool {
+				return e.srv.pools[0].replicas[0].InFlight() == 0 && e.srv.pools[0].replicas[1].InFlight() == 0
+			})
+		})
+	}
+}
+
+// TestReplicaExhausted: every replica fails before the first token.
+func TestReplicaExhausted(t *testing.T) {
+	e := newEnv(t, nil, fake.Options{Fail: fake.FailStart500}, fake.Options{Fail: fake.FailStart503})
+	evs := e.postStream(taskSpec{maxTokens: 8}.body()).all(t)
+	last := evs[len(evs)-1]
+	if last.name != "error" || last.data["code"] != "REPLICA_EXHAUSTED" || len(evs) != 2 {
+		t.Fatalf("events %s, last %v", names(evs), last.data)
+	}
+}
+
+// TestFailoverResume: with failover: resume a stream cut mid-way continues
+// on another replica from the text so far: i gap-free, metrics
+// failover:true, end.tokens_out = max_tokens.
+func TestFailoverResume(t *testing.T) {
+	for _, fail := range []string{fake.FailMidstreamDisconnect, fake.FailMidstreamError, fake.FailStall} {
+		t.Run(fail, func(t *testing.T) {
+			e := newEnv(t, func(c *config.Config) {
+				c.Pools[0].Failover = "resume"
+				c.Pools[0].Timeouts.IdleMs = 150
+			}, fake.Options{Fail: fail}, fake.Options{})
+			evs := e.postStream(taskSpec{maxTokens: 10}.body()).all(t)
+			end := evs[len(evs)-1]
+			if end.name != "end" || int(end.data["tokens_out"].(float64)) != 10 {
+				t.Fatalf("events %s, last %v", names(evs), end.data)
+			}
+			if n := len(tokens(t, evs)); n != 10 {
+				t.Fatalf("%d tokens", n)
+			}
+			failover := false
+			for _, ev := range evs {
+				if ev.name == "metrics" && ev.data["failover"] == true && ev.data["kv_warmth"] == false {
+					failover = true
+				}
+			}
+			if !failover || strings.Count(names(evs), "started") != 1 {
+				t.Fatalf("events %s", names(evs))
+			}
+		})
+	}
+}
+
+// TestFailoverStrictErrors: a strict task is not resumed: WORKER_RESET.
+func TestFailoverStrictErrors(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.Pools[0].Failover = "resume" }, fake.Options{Fail: fake.FailMidstreamDisconnect}, fake.Options{})
+	body := strings.Replace(taskSpec{maxTokens: 10}.body(), `"max_tokens":10`, `"max_tokens":10,"determinism":"strict"`, 1)
+	evs := e.postStream(body).all(t)
+	if last := evs[len(evs)-1]; last.name != "error" || last.data["code"] != "WORKER_RESET" {
+		t.Fatalf("events %s, last %v", names(evs), last.data)
+	}
+}

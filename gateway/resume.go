@@ -1,0 +1,209 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/llama-orch/llama-orch/balancer"
+	"github.com/llama-orch/llama-orch/engines"
+	"github.com/llama-orch/llama-orch/sse"
+)
+
+// abortReason says why the gateway itself aborted a running segment.
+type abortReason uint8
+
+const (
+	abortNone       abortReason = iota
+	abortPreempt                // hard preemption (SPEC §4.4)
+	abortFirstToken             // no first token within first_token_ms (SPEC §4.5)
+	abortIdle                   // no token for idle_ms after the first
+)
+
+// abortRun aborts t's running segment for reason; settle then decides
+// whether it resumes elsewhere or ends. False if t was not running.
+func (s *Server) abortRun(t *task, reason abortReason) bool {
+	t.mu.Lock()
+	if t.state != stateRunning || t.abort != abortNone {
+		t.mu.Unlock()
+		return false
+	}
+	t.abort = reason
+	cancel := t.cancelRun
+	t.mu.Unlock()
+	cancel()
+	return true
+}
+
+// resumeAfter handles a segment that ended in err. It puts the task back at
+// the head of its queue when it may continue on another replica — after a
+// hard preemption; after a failure before the first token (retried on a
+// replica not tried yet, SPEC §5); after a failure mid-stream when the pool
+// sets `failover: resume` and the task is best_effort — and returns true.
+// Otherwise it returns false and the caller ends the task (the error then
+// says why: retries used up, strict determinism, …).
+func (s *Server) resumeAfter(t *task, err error) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.state != stateRunning || t.log.Closed() {
+		return false // a cancel or the watchdog already ended it
+	}
+	p, r := t.pool, t.replica
+	canceled := errors.Is(err, context.Canceled)
+	ee, isEngine := engines.AsError(err)
+	var failedHere, before, retriable bool
+	switch {
+	case canceled && t.abort == abortPreempt:
+		if t.strict {
+			s.endLocked(t, &APIError{Code: CodeWorkerReset, Engine: p.engine, PoolID: p.id, Retriable: true,
+				Message: "preempted by higher-priority work; determinism strict forbids resuming on another sampler path"})
+			return true
+		}
+		return s.requeueLocked(t, "preempted", nil)
+	case canceled && t.abort == abortFirstToken:
+		failedHere, before, retriable = true, true, true
+	case canceled && t.abort == abortIdle:
+		failedHere, before, retriable = true, t.log.Tokens() == 0, true
+	case canceled:
+		return false
+	case isEngine:
+		failedHere, before, retriable = true, !ee.AfterFirstToken, ee.Retriable() || ee.AfterFirstToken && ee.Kind != engines.KindContextLength && ee.Kind != engines.KindInvalidRequest
+	default:
+		return false // a bug (INTERNAL): never retried
+	}
+	if !failedHere || !retriable {
+		return false
+	}
+	if t.tried == nil {
+		t.tried = make(map[*balancer.Replica]bool)
+	}
+	t.tried[r] = true
+	if t.deadline > 0 && time.Since(t.admittedAt).Milliseconds() >= t.deadline {
+		return false
+	}
+	if !p.hasUntried(t.tried) {
+		return false
+	}
+	if before {
+		return s.requeueLocked(t, "retry", r)
+	}
+	if p.cfg.Failover != "resume" || t.strict {
+		return false
+	}
+	return s.requeueLocked(t, "failover", r)
+}
+
+// requeueLocked puts a running task back at the head of its queue (t.mu
+// held). why is "preempted", "retry" (nothing streamed yet: the next replica
+// starts afresh) or "failover" (continue from the text so far).
+func (s *Server) requeueLocked(t *task, why string, failed *balancer.Replica) bool {
+	p := t.pool
+	seg := t.sink.segTokens
+	if seg > 0 || why != "retry" {
+		t.segments++
+		t.tokensOutPrev += seg
+		if !t.sink.firstToken.IsZero() {
+			t.decodeMsPrev += time.Since(later(t.sink.firstToken, t.dispatchedAt)).Milliseconds()
+		}
+		// Resume from the prompt plus the text so far, asking for what is left.
+		t.req.Prompt += string(t.sink.text)
+		t.sink.text = t.sink.text[:0]
+		t.req.MaxTokens = max(t.req.MaxTokens-seg, 1)
+		t.req.CachePrompt = true
+	}
+	t.state = stateQueued
+	t.replica = nil
+	if t.cancelRun != nil {
+		t.cancelRun()
+		t.cancelRun = nil
+	}
+	if why != "retry" {
+		me := s.metricsEventLocked(t, time.Now())
+		me.Preempted = why == "preempted"
+		me.Failover = why == "failover"
+		me.KVWarmth = false
+		t.log.Append(sse.KindMetrics, mustJSON(me))
+		t.log.Publish()
+	}
+	if failed != nil {
+		s.metrics.retry(p.engine, why)
+		s.logTask(t, zap.InfoLevel, "task moves to another replica", zap.String("why", why),
+			zap.String("failed_replica_id", failed.ID), zap.Int("tokens_so_far", t.tokensOutPrev))
+	}
+	p.queue.PushFront(t.entry)
+	p.signal()
+	return true
+}
+
+// endLocked writes t's terminal error (t.mu held) and finishes it.
+func (s *Server) endLocked(t *task, ae *APIError) {
+	t.mu.Unlock()
+	s.sessions.finishTurn(t, engines.Result{TokensOut: t.log.Tokens()}, nil)
+	s.releaseQuota(t)
+	t.log.Append(sse.KindError, mustJSON(ae))
+	s.finishTask(t)
+	t.mu.Lock() // the caller's deferred Unlock
+}
+
+// hasUntried reports whether a ready replica of p has not failed the task.
+func (p *pool) hasUntried(tried map[*balancer.Replica]bool) bool {
+	for _, r := range p.replicas {
+		if r.Ready() && !tried[r] {
+			return true
+		}
+	}
+	return false
+}
+
+// pickFor chooses a replica for t: the policy's choice, or — once t failed
+// on some replicas — the least loaded available replica it has not tried.
+func (p *pool) pickFor(t *task, prefer *balancer.Replica) *balancer.Replica {
+	t.mu.Lock()
+	tried := t.tried
+	t.mu.Unlock()
+	if len(tried) == 0 {
+		return p.policy.Pick(p.replicas, prefer)
+	}
+	if prefer != nil && !tried[prefer] && prefer.Available() {
+		return prefer
+	}
+	var best *balancer.Replica
+	for _, r := range p.replicas {
+		if tried[r] || !r.Available() {
+			continue
+		}
+		if best == nil || r.Load() < best.Load() {
+			best = r
+		}
+	}
+	return best
+}
+
+// abortError is the terminal error of a segment the watchdog aborted that
+// could not move to another replica (nil for other cancels, which wrote
+// their own terminal event).
+func (s *Server) abortError(t *task) *APIError {
+	t.mu.Lock()
+	reason, p, r := t.abort, t.pool, t.replica
+	t.mu.Unlock()
+	ae := &APIError{Engine: p.engine, PoolID: p.id, Retriable: true}
+	switch reason {
+	case abortFirstToken:
+		ae.Code, ae.Message = CodeReplicaExhausted, "no first token within first_token_ms "+itoa(p.cfg.Timeouts.FirstTokenMs)+" on any replica tried"
+	case abortIdle:
+		ae.Code, ae.Message = CodeDecodeTimeout, "no token for idle_ms "+itoa(p.cfg.Timeouts.IdleMs)
+	default:
+		return nil
+	}
+	l := seriesLabels{engine: p.engine, poolID: p.id}
+	if r != nil {
+		l.engineVersion, l.replicaID = p.replicaVersion(r.Index), r.ID
+	}
+	s.metrics.canceled(l, reasonWatchdog)
+	return ae
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
