@@ -20,7 +20,7 @@ func TestRetryBeforeFirstToken(t *testing.T) {
 		{"start-500", fake.Options{Fail: fake.FailStart500}, nil}, // 5xx before the first token
 		{"start-429", fake.Options{Fail: fake.FailStart429}, nil}, // overloaded
 		{"slow first token", fake.Options{TTFT: 3 * time.Second}, func(c *config.Config) { // first_token_ms miss
-			c.Pools[0].Timeouts.FirstTokenMs = 150
+			c.Pools[0].Timeouts.FirstTokenMs = 500
 		}},
 	}
 	for _, c := range cases {
@@ -59,7 +59,7 @@ func TestFailoverResume(t *testing.T) {
 		t.Run(fail, func(t *testing.T) {
 			e := newEnv(t, func(c *config.Config) {
 				c.Pools[0].Failover = "resume"
-				c.Pools[0].Timeouts.IdleMs = 150
+				c.Pools[0].Timeouts.IdleMs = 500
 			}, fake.Options{Fail: fail}, fake.Options{})
 			evs := e.postStream(taskSpec{maxTokens: 10}.body()).all(t)
 			end := evs[len(evs)-1]
