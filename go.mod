@@ -14,6 +14,8 @@ require (
 	go.yaml.in/yaml/v3 v3.0.6
 )
 
+require github.com/sony/gobreaker/v2 v2.4.0 // indirect
+
 require (
 	github.com/HdrHistogram/hdrhistogram-go v1.1.2
 	github.com/bahlo/generic-list-go v0.2.0 // indirect

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -304,5 +305,112 @@ func BenchmarkPick(b *testing.B) {
 			b.Fatal("no replica")
 		}
 		r.Release()
+	}
+}
+
+func TestEngineLoad(t *testing.T) {
+	r := replica(t, 0, 4, 0, true)
+	if p, d, ok := r.EngineLoad(); ok || p != 0 || d != 0 {
+		t.Fatalf("EngineLoad before any report = %d, %d, %v; want 0, 0, false", p, d, ok)
+	}
+	r.SetEngineLoad(0, 0) // an idle engine is a report too
+	if _, _, ok := r.EngineLoad(); !ok {
+		t.Fatal("EngineLoad after SetEngineLoad(0, 0): ok=false")
+	}
+	f := func(processing, deferred, wantP, wantD int) {
+		t.Helper()
+		r.SetEngineLoad(processing, deferred)
+		if p, d, ok := r.EngineLoad(); !ok || p != wantP || d != wantD {
+			t.Fatalf("SetEngineLoad(%d, %d): EngineLoad = %d, %d, %v; want %d, %d, true", processing, deferred, p, d, ok, wantP, wantD)
+		}
+	}
+	f(3, 2, 3, 2)                                                 // ordinary report
+	f(-1, -7, 0, 0)                                               // negative gauges (scrape glitch) read as 0
+	f(math.MaxInt32, math.MaxInt32, math.MaxInt32, math.MaxInt32) // the largest stored as is
+	f(math.MaxInt, math.MaxInt, math.MaxInt32, math.MaxInt32)     // capped, neither wraps into the other
+	r.ClearEngineLoad()
+	if _, _, ok := r.EngineLoad(); ok {
+		t.Fatal("EngineLoad after ClearEngineLoad: ok=true")
+	}
+}
+
+func TestScore(t *testing.T) {
+	tests := []struct {
+		name                 string
+		slots, inflight      int
+		report               bool // SetEngineLoad called
+		processing, deferred int
+		want                 float64
+	}{
+		// No engine report: in-flight per slot, exactly Load.
+		{"no report idle", 4, 0, false, 0, 0, 0},
+		{"no report half", 4, 2, false, 0, 0, 0.5},
+		// The engine sees what we see: max(2, 2) / 4.
+		{"report agrees", 4, 2, true, 2, 0, 0.5},
+		// Other gateways keep the engine busier than our in-flight shows:
+		// max(1, 3) / 4.
+		{"engine busier", 4, 1, true, 3, 0, 0.75},
+		// A stale scrape missed our newest requests: max(3, 1) / 4.
+		{"scrape stale", 4, 3, true, 1, 0, 0.75},
+		// Queued requests inside the engine add: (max(2, 4) + 4) / 4.
+		{"engine queue", 4, 2, true, 4, 4, 2},
+		// An idle engine report does not hide our in-flight: max(1, 0) / 2.
+		{"idle report", 2, 1, true, 0, 0, 0.5},
+		// Unbounded above: (max(0, 8) + 24) / 8.
+		{"oversubscribed", 8, 0, true, 8, 24, 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := replica(t, 0, tt.slots, tt.inflight, true)
+			if tt.report {
+				r.SetEngineLoad(tt.processing, tt.deferred)
+			}
+			if got := r.Score(); got != tt.want {
+				t.Fatalf("Score() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestLeastLoadedUsesEngineLoad: the engine's own queue moves the choice
+// away from the replica our in-flight count alone would pick.
+func TestLeastLoadedUsesEngineLoad(t *testing.T) {
+	r0, r1 := replica(t, 0, 4, 0, true), replica(t, 1, 4, 1, true)
+	if got := (LeastLoaded{}).Pick([]*Replica{r0, r1}, nil); got != r0 {
+		t.Fatalf("without reports Pick = replica %d, want 0", got.Index)
+	}
+	r0.SetEngineLoad(3, 1) // other gateways' work: score (3+1)/4 = 1 > 1/4
+	if got := (LeastLoaded{}).Pick([]*Replica{r0, r1}, nil); got != r1 {
+		t.Fatalf("with r0's engine busy Pick = replica %d, want 1", got.Index)
+	}
+}
+
+func TestReplicaReadsDoNotAllocate(t *testing.T) {
+	r := replica(t, 0, 4, 1, true)
+	r.SetEngineLoad(2, 1)
+	r.SetBreaker(BreakerConfig{})
+	if n := testing.AllocsPerRun(100, func() { _ = r.Score() + r.Load(); _ = r.Available() }); n != 0 {
+		t.Fatalf("Score/Load/Available allocate %v times, want 0", n)
+	}
+}
+
+func benchLeastLoaded(b *testing.B, n int) {
+	var rs []*Replica
+	for i := range n {
+		rs = append(rs, replica(b, i, 16, i%4, true))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if (LeastLoaded{}).Pick(rs, nil) == nil {
+			b.Fatal("no replica")
+		}
+	}
+}
+
+// BenchmarkLeastLoaded is a full scan (no preferred replica): the selection
+// cost for a task without a session.
+func BenchmarkLeastLoaded(b *testing.B) {
+	for _, n := range []int{8, 256} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) { benchLeastLoaded(b, n) })
 	}
 }

@@ -104,6 +104,12 @@ type SlotEraser interface {
 	EraseSlot(ctx context.Context, slot int) error
 }
 
+// LoadScraper is implemented by adapters that can read the engine's own load
+// gauges (llama.cpp `requests_processing`/`requests_deferred`).
+type LoadScraper interface {
+	ScrapeLoad(ctx context.Context) (processing, deferred int, err error)
+}
+
 // Tokenizer is implemented by adapters whose engine can count a text's
 // tokens (admission's `tokenize: engine` estimator).
 type Tokenizer interface {

@@ -2,12 +2,29 @@ package gateway
 
 import (
 	"strings"
+
+	"github.com/llama-orch/llama-orch/balancer"
 	"testing"
 	"time"
 
 	"github.com/llama-orch/llama-orch/engines/fake"
 	"github.com/llama-orch/llama-orch/gateway/config"
 )
+
+// sessionOn returns a session id whose consistent-hash choice (idle pool) is
+// replica idx, so a test knows where a session's first task lands.
+func sessionOn(t *testing.T, e *env, idx int) string {
+	t.Helper()
+	p := e.srv.pools[0]
+	for i := 0; i < 1000; i++ {
+		sess := newID()
+		if p.ring.Pick(balancer.KeyOf(sess), nil, p.affinity) == p.replicas[idx] {
+			return sess
+		}
+	}
+	t.Fatal("no session hashes to replica", idx)
+	return ""
+}
 
 // TestRetryBeforeFirstToken: a replica failing at start is retried on
 // another one; one `started`, a complete stream (SPEC §5).
@@ -26,7 +43,7 @@ func TestRetryBeforeFirstToken(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t, c.mutate, c.first, fake.Options{})
-			evs := e.postStream(taskSpec{maxTokens: 8}.body()).all(t)
+			evs := e.postStream(taskSpec{maxTokens: 8, session: sessionOn(t, e, 0)}.body()).all(t)
 			if got := names(evs); strings.Count(got, "started") != 1 || evs[len(evs)-1].name != "end" {
 				t.Fatalf("events %s, last %v", got, evs[len(evs)-1].data)
 			}
@@ -61,7 +78,7 @@ func TestFailoverResume(t *testing.T) {
 				c.Pools[0].Failover = "resume"
 				c.Pools[0].Timeouts.IdleMs = 500
 			}, fake.Options{Fail: fail}, fake.Options{})
-			evs := e.postStream(taskSpec{maxTokens: 10}.body()).all(t)
+			evs := e.postStream(taskSpec{maxTokens: 10, session: sessionOn(t, e, 0)}.body()).all(t)
 			end := evs[len(evs)-1]
 			if end.name != "end" || int(end.data["tokens_out"].(float64)) != 10 {
 				t.Fatalf("events %s, last %v", names(evs), end.data)
@@ -85,9 +102,52 @@ func TestFailoverResume(t *testing.T) {
 // TestFailoverStrictErrors: a strict task is not resumed: WORKER_RESET.
 func TestFailoverStrictErrors(t *testing.T) {
 	e := newEnv(t, func(c *config.Config) { c.Pools[0].Failover = "resume" }, fake.Options{Fail: fake.FailMidstreamDisconnect}, fake.Options{})
-	body := strings.Replace(taskSpec{maxTokens: 10}.body(), `"max_tokens":10`, `"max_tokens":10,"determinism":"strict"`, 1)
+	body := strings.Replace(taskSpec{maxTokens: 10, session: sessionOn(t, e, 0)}.body(), `"max_tokens":10`, `"max_tokens":10,"determinism":"strict"`, 1)
 	evs := e.postStream(body).all(t)
 	if last := evs[len(evs)-1]; last.name != "error" || last.data["code"] != "WORKER_RESET" {
 		t.Fatalf("events %s, last %v", names(evs), last.data)
 	}
+}
+
+// TestBreakerOpensAndCloses: a replica failing every stream trips its
+// breaker (out of selection, shown in /v1/replicasets, counted); once the
+// engine recovers, the half-open health probe closes it (SPEC §5).
+func TestBreakerOpensAndCloses(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.Breaker.OpenMs = 200 }, fake.Options{Fail: fake.FailStart500}, fake.Options{})
+	p := e.srv.pools[0]
+	var onR0 []string // sessions that hash to r0 while it is selectable
+	for i := 0; i < 6; i++ {
+		onR0 = append(onR0, sessionOn(t, e, 0))
+	}
+	for i := 0; i < 5; i++ {
+		evs := e.postStream(taskSpec{maxTokens: 2, session: onR0[i]}.body()).all(t)
+		if evs[len(evs)-1].name != "end" {
+			t.Fatalf("task %d: %s", i, names(evs))
+		}
+	}
+	eventually(t, "the breaker to open", func() bool { return p.breakerState(0) == "open" })
+	e.metricEventually(t, `breaker_transitions_total{pool_id="p",replica_id="r0",to="open"} 1`)
+	e.metricEventually(t, `breaker_state{pool_id="p",replica_id="r0"} 2`)
+	rs := e.do("GET", "/v1/replicasets", testKey, "").json(t)["replicasets"].([]any)[0].(map[string]any)
+	if b := rs["replicas"].([]any)[0].(map[string]any)["breaker"]; b != "open" && b != "half-open" {
+		t.Fatalf("replicasets shows breaker %v", b)
+	}
+	// While open, r0's sessions go elsewhere without a failed attempt.
+	evs := e.postStream(taskSpec{maxTokens: 2, session: onR0[5]}.body()).all(t)
+	if evs[0].data["replica_id"] != "r1" {
+		t.Fatalf("started on %v while r0's breaker is open", evs[0].data["replica_id"])
+	}
+	// The engine recovers on the same address: the probe closes the breaker.
+	addr := e.fakes[0].Addr()
+	e.fakes[0].Close()
+	healthy, err := fake.New(fake.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := healthy.Start(addr); err != nil {
+		t.Skipf("cannot rebind %s: %v", addr, err)
+	}
+	e.fakes[0] = healthy
+	eventually(t, "the breaker to close", func() bool { return p.breakerState(0) == "closed" })
+	e.metricEventually(t, `to="closed"`)
 }

@@ -127,16 +127,23 @@ func (e *env) close() {
 	}
 }
 
-// waitReady polls /readyz (bounded).
+// waitReady polls until every replica passed its health check (bounded),
+// so tests know which replicas a task can use.
 func (e *env) waitReady() {
 	e.t.Helper()
 	for i := 0; i < 500; i++ {
-		if e.srv.Ready() {
+		all := true
+		for _, p := range e.srv.pools {
+			for _, r := range p.replicas {
+				all = all && r.Ready()
+			}
+		}
+		if all {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	e.t.Fatal("gateway never became ready")
+	e.t.Fatal("replicas never all became ready")
 }
 
 // eventually polls cond up to ~5 s.

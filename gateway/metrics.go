@@ -205,6 +205,7 @@ func (m *gwMetrics) registerPoolGauges(pools []*pool) {
 					ready = 1
 				}
 				metrics.WriteGaugeUint64(w, fmt.Sprintf(`replica_ready{engine=%q,pool_id=%q,replica_id=%q}`, p.engine, pid, rid), ready)
+				metrics.WriteGaugeUint64(w, fmt.Sprintf(`breaker_state{pool_id=%q,replica_id=%q}`, pid, rid), uint64(r.BreakerState().Gauge()))
 			}
 		}
 	})
@@ -244,5 +245,12 @@ func (m *gwMetrics) registerSchedGauges(shares *shareTracker, deadlines *deadlin
 func (m *gwMetrics) retry(engine, why string) {
 	m.counter(seriesKey{name: "retry", l: seriesLabels{engine: engine}, extra: why}, func() string {
 		return fmt.Sprintf(`task_retries_total{engine=%q,why=%q}`, engine, why)
+	}).Inc()
+}
+
+func (m *gwMetrics) breakerTransition(poolID, replicaID, to string) {
+	poolID, replicaID = m.poolID.value(poolID), m.replicaID.value(replicaID)
+	m.counter(seriesKey{name: "brk", l: seriesLabels{poolID: poolID, replicaID: replicaID}, extra: to}, func() string {
+		return fmt.Sprintf(`breaker_transitions_total{pool_id=%q,replica_id=%q,to=%q}`, poolID, replicaID, to)
 	}).Inc()
 }

@@ -46,12 +46,30 @@ type pool struct {
 	running map[*task]struct{} // for the watchdog
 
 	everReady atomic.Bool
+	draining  atomic.Bool    // POST /v1/pools/{id}/drain: no new admissions
+	ttft      ttftWindow     // recent times to first token (/v1/replicasets)
+	ring      *balancer.Ring // consistent hashing with bounded loads over the replicas
+	affinity  float64        // its load factor
+	ttftSLO   time.Duration  // first token slower than this counts against the replica (0 = off)
+
 	// est holds the pool's measured service times and drain rates.
 	est     estimator
 	weights [admission.NumPriorities]float64
 }
 
-func newPool(cfg config.Pool, weights config.Weights, factory AdapterFactory, log *zap.Logger) (*pool, error) {
+// poolDeps are the server-wide settings and hooks a pool needs.
+type poolDeps struct {
+	weights      config.Weights
+	breaker      config.Breaker
+	affinity     float64 // balancer.affinity_load_factor
+	ttftSLOMs    int     // slo.interactive.ttft_p95_ms: a slower first token counts against the replica
+	factory      AdapterFactory
+	log          *zap.Logger
+	onTransition func(p *pool, r *balancer.Replica, from, to balancer.State)
+}
+
+func newPool(cfg config.Pool, d poolDeps) (*pool, error) {
+	weights, factory, log := d.weights, d.factory, d.log
 	qcfg := admission.Config{
 		Capacity: cfg.Queue.Capacity,
 		Policy:   cfg.Queue.FullPolicy,
@@ -91,9 +109,25 @@ func newPool(cfg config.Pool, weights config.Weights, factory AdapterFactory, lo
 		if slots <= 0 {
 			slots = 1 // until the engine's props say otherwise
 		}
-		p.replicas = append(p.replicas, balancer.NewReplica(i, rc.ID, rc.URL, slots))
+		r := balancer.NewReplica(i, rc.ID, rc.URL, slots)
+		r.SetBreaker(balancer.BreakerConfig{
+			ConsecutiveFailures: uint32(max(d.breaker.ConsecutiveFailures, 0)),
+			FailureRatio:        d.breaker.FailureRatio,
+			MinRequests:         uint32(max(d.breaker.MinRequests, 0)),
+			Window:              time.Duration(d.breaker.WindowMs) * time.Millisecond,
+			Open:                time.Duration(d.breaker.OpenMs) * time.Millisecond,
+			OnTransition: func(r *balancer.Replica, from, to balancer.State) {
+				if d.onTransition != nil {
+					d.onTransition(p, r, from, to)
+				}
+			},
+		})
+		p.replicas = append(p.replicas, r)
 		p.states = append(p.states, &replicaState{adapter: a, configSlots: rc.Slots})
 	}
+	p.ring = balancer.NewRing(p.replicas, 0)
+	p.affinity = d.affinity
+	p.ttftSLO = time.Duration(d.ttftSLOMs) * time.Millisecond
 	return p, nil
 }
 
@@ -116,6 +150,9 @@ func (p *pool) signal() {
 // readiness says whether the pool can admit (SPEC §3.1): nil, or the
 // POOL_UNREADY / POOL_UNAVAILABLE error.
 func (p *pool) readiness() *APIError {
+	if p.draining.Load() {
+		return &APIError{Code: CodePoolUnready, Message: "pool " + p.id + " is draining and admits no new tasks", PoolID: p.id, Engine: p.engine, RetryAfterMs: 5000}
+	}
 	for _, r := range p.replicas {
 		if r.Ready() {
 			return nil
@@ -217,7 +254,7 @@ func (p *pool) estimateAhead(prio admission.Priority) int {
 
 // dispatch starts queued tasks while replicas have free slots; it runs until
 // stop closes. A panic in one round is logged and the loop goes on.
-func (p *pool) dispatch(stop <-chan struct{}, prefer func(t *task) *balancer.Replica, start func(t *task, r *balancer.Replica)) {
+func (p *pool) dispatch(stop <-chan struct{}, prefer func(t *task) *balancer.Replica, start func(t *task, r *balancer.Replica, done func(bool))) {
 	for {
 		select {
 		case <-stop:
@@ -228,7 +265,7 @@ func (p *pool) dispatch(stop <-chan struct{}, prefer func(t *task) *balancer.Rep
 	}
 }
 
-func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(t *task, r *balancer.Replica)) {
+func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(t *task, r *balancer.Replica, done func(bool))) {
 	defer recoverLog(p.log, "dispatcher")
 	for {
 		if p.policy.Pick(p.replicas, nil) == nil {
@@ -240,7 +277,17 @@ func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(
 		}
 		t := e.Value
 		r := p.pickFor(t, prefer(t))
-		if r == nil || !r.TryAcquire() {
+		var done func(bool)
+		if r != nil && r.TryAcquire() {
+			var ok bool
+			if done, ok = r.Allow(); !ok { // half-open with its trial in flight
+				r.Release()
+				r = nil
+			}
+		} else {
+			r = nil
+		}
+		if r == nil {
 			// The slot went away between the two picks (a replica turned
 			// unready): put the task back, unless it was canceled meanwhile,
 			// and wait for the next signal.
@@ -251,7 +298,7 @@ func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(
 			t.mu.Unlock()
 			return
 		}
-		start(t, r)
+		start(t, r, done)
 	}
 }
 
@@ -359,6 +406,7 @@ func (p *pool) probe(i int, hc config.Health) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(hc.TimeoutMs)*time.Millisecond)
 	defer cancel()
 	err := prober.Health(ctx)
+	r.ProbeResult(err == nil) // a half-open breaker's trial when no request is
 	if err != nil {
 		st.okRun, st.badRun = 0, st.badRun+1
 		if r.Ready() && st.badRun >= hc.UnhealthyAfter || !r.Ready() {
@@ -367,7 +415,11 @@ func (p *pool) probe(i int, hc config.Health) {
 		return
 	}
 	st.okRun, st.badRun = st.okRun+1, 0
-	if r.Ready() || st.okRun < hc.HealthyAfter {
+	if r.Ready() {
+		p.scrapeLoad(ctx, i)
+		return
+	}
+	if st.okRun < hc.HealthyAfter {
 		return
 	}
 	props, err := prober.Props(ctx)
@@ -386,6 +438,25 @@ func (p *pool) probe(i int, hc config.Health) {
 		st.engineVersion.Store(&v)
 	}
 	p.setReady(i, true, "")
+}
+
+// scrapeLoad reads the engine's own load gauges, off the request path
+// (after each health probe of a ready replica).
+func (p *pool) scrapeLoad(ctx context.Context, i int) {
+	sc, ok := p.states[i].adapter.(engines.LoadScraper)
+	if !ok {
+		return
+	}
+	proc, def, err := sc.ScrapeLoad(ctx)
+	if err != nil {
+		return // engines without metrics (llama.cpp without --metrics) just lack the signal
+	}
+	p.replicas[i].SetEngineLoad(proc, def) // blended into the replica's score
+}
+
+// breakerState is replica i's circuit breaker state for the control plane.
+func (p *pool) breakerState(i int) string {
+	return p.replicas[i].BreakerState().String()
 }
 
 func (p *pool) setReady(i int, ok bool, cause string) {

@@ -165,7 +165,9 @@ func (p *pool) pickFor(t *task, prefer *balancer.Replica) *balancer.Replica {
 	tried := t.tried
 	t.mu.Unlock()
 	if len(tried) == 0 {
-		return p.policy.Pick(p.replicas, prefer)
+		// Session affinity: the last good replica, else consistent hashing
+		// with bounded loads, so gateways with one config choose alike.
+		return p.ring.Pick(balancer.KeyOf(t.sessionID), prefer, p.affinity)
 	}
 	if prefer != nil && !tried[prefer] && prefer.Available() {
 		return prefer
@@ -175,7 +177,7 @@ func (p *pool) pickFor(t *task, prefer *balancer.Replica) *balancer.Replica {
 		if tried[r] || !r.Available() {
 			continue
 		}
-		if best == nil || r.Load() < best.Load() {
+		if best == nil || r.Score() < best.Score() {
 			best = r
 		}
 	}
@@ -207,3 +209,49 @@ func (s *Server) abortError(t *task) *APIError {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// recordOutcome tells the replica's breaker how the segment went (SPEC §5:
+// breakers count stream health, not only status codes). Failures: engine
+// errors that are not the request's fault (connect, 5xx/429 at start, error
+// frames, cut streams), the watchdog's first-token and idle aborts, and an
+// interactive first token slower than the TTFT SLO. A client's cancel,
+// preemption, shutdown or drain, and a request the engine rejected as
+// invalid, are not the replica's doing.
+func (s *Server) recordOutcome(t *task, segStart time.Time, err error) {
+	t.mu.Lock()
+	done, abort, fault := t.brDone, t.abort, t.fault
+	t.brDone = nil
+	t.mu.Unlock()
+	if done == nil {
+		return
+	}
+	success := true
+	switch ee, isEngine := engines.AsError(err); {
+	case err == nil:
+		first := t.sink.firstToken
+		if slo := t.pool.ttftSLO; slo > 0 && t.prio == 0 && !first.IsZero() && first.Sub(segStart) > slo {
+			success = false
+		}
+	case isEngine:
+		success = ee.Kind == engines.KindContextLength || ee.Kind == engines.KindInvalidRequest
+	case errors.Is(err, context.Canceled):
+		success = abort != abortFirstToken && abort != abortIdle && !fault
+	}
+	done(success)
+}
+
+// breakerTransition logs, counts and publishes a replica breaker's change.
+func (s *Server) breakerTransition(p *pool, r *balancer.Replica, from, to balancer.State) {
+	s.metrics.breakerTransition(p.id, r.ID, to.String())
+	lvl := zap.InfoLevel
+	if to == balancer.Open {
+		lvl = zap.WarnLevel
+	}
+	if ce := s.log.Check(lvl, "breaker transition"); ce != nil {
+		ce.Write(zap.String("pool_id", p.id), zap.String("replica_id", r.ID), zap.String("engine", p.engine),
+			zap.String("from", from.String()), zap.String("to", to.String()), zap.String("last_error", p.lastError()))
+	}
+	if to == balancer.Closed {
+		p.signal() // its slots are selectable again
+	}
+}

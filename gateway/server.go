@@ -96,8 +96,12 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if s.keep <= 0 {
 		s.keep = 10 * time.Second
 	}
+	deps := poolDeps{
+		weights: cfg.Admission.Weights, breaker: cfg.Breaker, affinity: cfg.Balancer.AffinityLoadFactor,
+		ttftSLOMs: cfg.SLO.Interactive.TTFTP95Ms, factory: o.NewAdapter, log: log, onTransition: s.breakerTransition,
+	}
 	for _, pc := range cfg.Pools {
-		p, err := newPool(pc, cfg.Admission.Weights, o.NewAdapter, log)
+		p, err := newPool(pc, deps)
 		if err != nil {
 			for _, q := range s.pools {
 				q.close()
@@ -119,6 +123,11 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		case kind == abortIdle && t.pool.cfg.Failover == "resume":
 			s.abortRun(t, abortIdle)
 		default:
+			if kind == abortIdle {
+				t.mu.Lock()
+				t.fault = true // a stall counts against the replica's breaker
+				t.mu.Unlock()
+			}
 			s.terminate(t, ae, reasonWatchdog)
 		}
 	}
@@ -164,6 +173,10 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 	r.GET("/healthz", s.handleHealthz)
 	r.GET("/readyz", s.handleReadyz)
 	r.GET("/metrics", s.handleMetrics)
+	r.GET("/v1/replicasets", s.handleReplicaSets)
+	r.GET("/v1/capabilities", s.handleCapabilities)
+	r.GET("/v1/pools/{id}/health", s.handlePoolHealth)
+	r.POST("/v1/pools/{id}/drain", s.handleDrain)
 	r.NotFound = func(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, &APIError{Code: CodeNotFound, Message: "no such endpoint: " + string(ctx.Method()) + " " + string(ctx.Path())})
 	}

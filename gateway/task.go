@@ -72,6 +72,8 @@ type task struct {
 	mu          sync.Mutex
 	abort       abortReason                // why the gateway aborted the running segment
 	tried       map[*balancer.Replica]bool // replicas that failed this task
+	fault       bool                       // the watchdog ended the segment for the replica's stall
+	brDone      func(bool)                 // the replica breaker's outcome callback for this segment
 	startedSent bool
 	finished    bool // finishTask ran
 	released    bool // the tenant's concurrency place was given back
@@ -167,11 +169,12 @@ func (s *taskSink) Flush() { s.log.PublishDirect() }
 
 // startTask moves a dispatched task to running on replica r. Called by the
 // pool's dispatcher with r's slot already acquired.
-func (s *Server) startTask(t *task, r *balancer.Replica) {
+func (s *Server) startTask(t *task, r *balancer.Replica, done func(success bool)) {
 	t.mu.Lock()
 	if t.state != stateQueued {
 		// Canceled between Pop and here: give the slot back.
 		t.mu.Unlock()
+		done(true) // not the replica's doing
 		r.Release()
 		t.pool.signal()
 		return
@@ -180,6 +183,8 @@ func (s *Server) startTask(t *task, r *balancer.Replica) {
 	now := time.Now()
 	t.state = stateRunning
 	t.abort = abortNone
+	t.fault = false
+	t.brDone = done
 	t.replica = r
 	t.cancelRun = cancel
 	if t.segments == 0 {
@@ -225,6 +230,7 @@ func (s *Server) runTask(ctx context.Context, t *task, r *balancer.Replica) {
 			res, err = engines.Result{}, fmt.Errorf("BUG: panic while streaming: %v", v)
 		}
 		p.removeRunning(t)
+		s.recordOutcome(t, segStart, err)
 		r.Release()
 		p.signal()
 		s.settle(t, labels, segStart, res, err)
@@ -249,7 +255,9 @@ func (s *Server) runTask(ctx context.Context, t *task, r *balancer.Replica) {
 		// Keep the text when the task may resume elsewhere from it.
 		t.sink.keep = !t.strict && (p.cfg.Failover == "resume" || p.cfg.Preemption == "hard" && t.prio != admission.Interactive)
 		t.sink.onFirst = func() {
-			s.metrics.firstToken(labels, float64(time.Since(t.admittedAt).Microseconds())/1000)
+			ms := float64(time.Since(t.admittedAt).Microseconds()) / 1000
+			s.metrics.firstToken(labels, ms)
+			p.ttft.add(ms)
 		}
 	} else if t.segments > 0 {
 		s.metrics.resumption(p.engine)

@@ -78,6 +78,7 @@ var (
 	_ engines.Prober        = (*Adapter)(nil)
 	_ engines.Interruptible = (*Adapter)(nil)
 	_ engines.Tokenizer     = (*Adapter)(nil)
+	_ engines.LoadScraper   = (*Adapter)(nil)
 	_ engines.SlotEraser    = (*Adapter)(nil)
 	_ engines.Closer        = (*Adapter)(nil)
 )
@@ -724,4 +725,42 @@ func (a *Adapter) CountTokens(ctx context.Context, text string) (int, error) {
 		return 0, &engines.Error{Kind: engines.KindProtocol, Status: status, Message: "cannot decode /tokenize", Err: err}
 	}
 	return len(out.Tokens), nil
+}
+
+// maxMetricsBody bounds a /metrics answer.
+const maxMetricsBody = 1 << 20
+
+// ScrapeLoad reads `llamacpp:requests_processing` and
+// `llamacpp:requests_deferred` from GET /metrics (served only with
+// --metrics; otherwise 501, returned as an error).
+func (a *Adapter) ScrapeLoad(ctx context.Context) (processing, deferred int, err error) {
+	status, data, err := a.call(ctx, "GET", "/metrics", nil, maxMetricsBody)
+	if err != nil {
+		return 0, 0, err
+	}
+	if status != 200 {
+		var f frame
+		return 0, 0, statusError(status, data, &f)
+	}
+	found := 0
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		name, value, ok := bytes.Cut(line, []byte(" "))
+		if !ok || len(name) == 0 || name[0] == '#' {
+			continue
+		}
+		v, perr := strconv.ParseFloat(string(bytes.TrimSpace(value)), 64)
+		if perr != nil {
+			continue
+		}
+		switch string(name) {
+		case "llamacpp:requests_processing":
+			processing, found = int(v), found+1
+		case "llamacpp:requests_deferred":
+			deferred, found = int(v), found+1
+		}
+	}
+	if found < 2 {
+		return 0, 0, &engines.Error{Kind: engines.KindProtocol, Status: status, Message: "/metrics lacks llamacpp:requests_processing/requests_deferred"}
+	}
+	return processing, deferred, nil
 }

@@ -1,0 +1,59 @@
+package gateway
+
+import (
+	"testing"
+	"time"
+
+	"github.com/llama-orch/llama-orch/engines/fake"
+)
+
+// TestControlPlane: replica sets, pool health, capabilities and drain
+// (SPEC §9), control role only.
+func TestControlPlane(t *testing.T) {
+	e := newEnv(t, nil, fake.Options{Slots: 2, ITL: 5 * time.Millisecond}, fake.Options{Slots: 2, ITL: 5 * time.Millisecond})
+	for _, path := range []string{"/v1/replicasets", "/v1/capabilities", "/v1/pools/p/health"} {
+		if r := e.do("GET", path, "sk-other", ""); r.status != 403 {
+			t.Fatalf("data-only key on %s: %d", path, r.status)
+		}
+	}
+	e.postStream(taskSpec{maxTokens: 4}.body()).all(t)
+	r := e.do("GET", "/v1/replicasets", testKey, "")
+	rs := r.json(t)["replicasets"].([]any)[0].(map[string]any)
+	reps := rs["replicas"].([]any)
+	if r.status != 200 || rs["pool_id"] != "p" || rs["ready"] != true || len(reps) != 2 {
+		t.Fatalf("replicasets: %d %s", r.status, r.body)
+	}
+	r0 := reps[0].(map[string]any)
+	if r0["state"] != "ready" || r0["breaker"] != "closed" || r0["slots"].(float64) != 2 {
+		t.Fatalf("replica: %v", r0)
+	}
+	if rs["slo"].(map[string]any)["ttft_ms"].(map[string]any)["p99"].(float64) <= 0 {
+		t.Fatalf("no ttft quantiles: %s", r.body)
+	}
+	if r := e.do("GET", "/v1/capabilities", testKey, ""); r.status != 200 || r.json(t)["api_version"] != "v1" {
+		t.Fatalf("capabilities: %d %s", r.status, r.body)
+	}
+	if r := e.do("GET", "/v1/pools/nope/health", testKey, ""); r.status != 404 {
+		t.Fatalf("unknown pool: %d", r.status)
+	}
+
+	// Drain: running work continues until the deadline, new work is refused.
+	long := newID()
+	e.do("POST", "/v1/tasks", testKey, taskSpec{id: long, maxTokens: 3000}.body())
+	eventually(t, "the long task to run", func() bool { return e.fakes[0].InFlight()+e.fakes[1].InFlight() == 1 })
+	if r := e.do("POST", "/v1/pools/p/drain", testKey, `{"deadline_ms":200}`); r.status != 202 {
+		t.Fatalf("drain: %d %s", r.status, r.body)
+	}
+	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{}.body()); r.status != 503 || r.json(t)["code"] != "POOL_UNREADY" {
+		t.Fatalf("admission while draining: %d %s", r.status, r.body)
+	}
+	h := e.do("GET", "/v1/pools/p/health", testKey, "").json(t)
+	if h["draining"] != true || h["live"] != true {
+		t.Fatalf("health while draining: %v", h)
+	}
+	evs := e.openStream(long, testKey).all(t)
+	if last := evs[len(evs)-1]; last.name != "error" || last.data["code"] != "POOL_UNREADY" || len(tokens(t, evs)) == 0 {
+		t.Fatalf("drained task: %d events, last %s %v", len(evs), last.name, last.data)
+	}
+	eventually(t, "engine slots freed", func() bool { return e.fakes[0].InFlight()+e.fakes[1].InFlight() == 0 })
+}
