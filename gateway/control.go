@@ -90,6 +90,8 @@ func (s *Server) replicaSet(p *pool) replicaSetView {
 		switch {
 		case p.draining.Load():
 			rv.State = "draining"
+		case st.heldOut.Load():
+			rv.State = "held_out"
 		case r.Ready():
 			rv.State = "ready"
 		default:

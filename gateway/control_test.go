@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/gateway/config"
 )
 
 // TestControlPlane: replica sets, pool health, capabilities and drain
@@ -56,4 +57,32 @@ func TestControlPlane(t *testing.T) {
 		t.Fatalf("drained task: %d events, last %s %v", len(evs), last.name, last.data)
 	}
 	eventually(t, "engine slots freed", func() bool { return e.fakes[0].InFlight()+e.fakes[1].InFlight() == 0 })
+}
+
+// TestReplicaSetHoldsOutOtherVersions: a replica reporting another
+// engine_version is not mixed into the set: held out, not selected (SPEC §5);
+// one reporting a model other than engine_model likewise.
+func TestReplicaSetHoldsOutOtherVersions(t *testing.T) {
+	e := newEnvPartial(t, func(c *config.Config) { c.Pools[0].Replicas[0].Slots = 1 },
+		fake.Options{EngineVersion: "b1"}, fake.Options{EngineVersion: "b2", Load: 300 * time.Millisecond}) // r0 reports first: its version defines the set
+	p := e.srv.pools[0]
+	eventually(t, "r0 ready", func() bool { return p.replicas[0].Ready() })
+	eventually(t, "r1 held out", func() bool { return p.states[1].heldOut.Load() })
+	rs := e.do("GET", "/v1/replicasets", testKey, "").json(t)["replicasets"].([]any)[0].(map[string]any)
+	r1 := rs["replicas"].([]any)[1].(map[string]any)
+	if r1["state"] != "held_out" || rs["engine_version"] != "b1" {
+		t.Fatalf("replicasets: %v", rs)
+	}
+	for i := 0; i < 3; i++ {
+		if evs := e.postStream(taskSpec{maxTokens: 2}.body()).all(t); evs[0].data["replica_id"] != "r0" {
+			t.Fatalf("task ran on %v", evs[0].data["replica_id"])
+		}
+	}
+
+	m := newEnvPartial(t, func(c *config.Config) { c.Pools[0].EngineModel = "tiny.gguf" },
+		fake.Options{}, fake.Options{Model: "other.gguf"})
+	eventually(t, "r1 held out for its model", func() bool { return m.srv.pools[0].states[1].heldOut.Load() })
+	if m.srv.pools[0].replicas[1].Ready() {
+		t.Fatal("a replica with the wrong model is ready")
+	}
 }

@@ -41,6 +41,22 @@ const testKey = "sk-test"
 // per fake option set; mutate adjusts the config before start.
 func newEnv(t *testing.T, mutate func(*config.Config), fakes ...fake.Options) *env {
 	t.Helper()
+	e := startEnv(t, mutate, fakes...)
+	e.waitReady()
+	return e
+}
+
+// newEnvPartial is newEnv for tests where some replicas never become ready:
+// it waits only for the gateway to be ready.
+func newEnvPartial(t *testing.T, mutate func(*config.Config), fakes ...fake.Options) *env {
+	t.Helper()
+	e := startEnv(t, mutate, fakes...)
+	eventually(t, "the gateway to be ready", e.srv.Ready)
+	return e
+}
+
+func startEnv(t *testing.T, mutate func(*config.Config), fakes ...fake.Options) *env {
+	t.Helper()
 	if len(fakes) == 0 {
 		fakes = []fake.Options{{}}
 	}
@@ -93,7 +109,6 @@ pools:
 	go func() { e.done <- srv.Serve(ln) }()
 	e.hc = &http.Client{Transport: &http.Transport{DisableKeepAlives: false, MaxIdleConnsPerHost: 16}}
 	t.Cleanup(e.close)
-	e.waitReady()
 	return e
 }
 

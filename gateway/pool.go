@@ -27,7 +27,8 @@ type replicaState struct {
 	engineVersion atomic.Pointer[string]
 	ctxMax        atomic.Int64 // engine-reported per-request context, 0 = unknown
 	lastError     atomic.Pointer[string]
-	okRun, badRun int // health streaks, touched only by the health loop
+	heldOut       atomic.Bool // reports a different engine_version or model than its set
+	okRun, badRun int         // health streaks, touched only by the health loop
 }
 
 // pool is one configured pool at run time.
@@ -45,12 +46,13 @@ type pool struct {
 	runMu   sync.Mutex
 	running map[*task]struct{} // for the watchdog
 
-	everReady atomic.Bool
-	draining  atomic.Bool    // POST /v1/pools/{id}/drain: no new admissions
-	ttft      ttftWindow     // recent times to first token (/v1/replicasets)
-	ring      *balancer.Ring // consistent hashing with bounded loads over the replicas
-	affinity  float64        // its load factor
-	ttftSLO   time.Duration  // first token slower than this counts against the replica (0 = off)
+	everReady  atomic.Bool
+	setVersion atomic.Pointer[string] // the replica set's engine_version
+	draining   atomic.Bool            // POST /v1/pools/{id}/drain: no new admissions
+	ttft       ttftWindow             // recent times to first token (/v1/replicasets)
+	ring       *balancer.Ring         // consistent hashing with bounded loads over the replicas
+	affinity   float64                // its load factor
+	ttftSLO    time.Duration          // first token slower than this counts against the replica (0 = off)
 
 	// est holds the pool's measured service times and drain rates.
 	est     estimator
@@ -436,8 +438,46 @@ func (p *pool) probe(i int, hc config.Health) {
 		}
 		v := props.EngineVersion
 		st.engineVersion.Store(&v)
+		if why := p.holdOut(props); why != "" {
+			// Not mixed into the set (SPEC §5): reported, kept out of
+			// selection, re-checked at every probe.
+			st.heldOut.Store(true)
+			if !r.Ready() {
+				if last := st.lastError.Load(); last == nil || *last != why {
+					p.log.Warn("replica held out of its replica set", zap.String("replica_id", r.ID), zap.String("cause", why))
+				}
+			}
+			p.setReady(i, false, why)
+			st.okRun = 0
+			return
+		}
+		st.heldOut.Store(false)
 	}
 	p.setReady(i, true, "")
+}
+
+// holdOut says why a replica reporting props may not join the pool's replica
+// set: a model other than the pool's engine_model, or an engine_version other
+// than the set's (the first version a ready replica reported). "" = it fits.
+func (p *pool) holdOut(props engines.Props) string {
+	if want := p.cfg.EngineModel; want != "" && props.Model != want {
+		return "engine reports model " + strconv.Quote(props.Model) + ", pool " + p.id + " expects engine_model " + strconv.Quote(want)
+	}
+	if props.EngineVersion == "" {
+		return ""
+	}
+	set := p.setVersion.Load()
+	if set == nil {
+		v := props.EngineVersion
+		if p.setVersion.CompareAndSwap(nil, &v) {
+			return ""
+		}
+		set = p.setVersion.Load()
+	}
+	if *set != props.EngineVersion {
+		return "engine_version " + strconv.Quote(props.EngineVersion) + " differs from the replica set's " + strconv.Quote(*set)
+	}
+	return ""
 }
 
 // scrapeLoad reads the engine's own load gauges, off the request path
