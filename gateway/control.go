@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"sort"
 	"strconv"
@@ -81,7 +83,7 @@ type replicaSetView struct {
 }
 
 func (s *Server) replicaSet(p *pool) replicaSetView {
-	v := replicaSetView{PoolID: p.id, Engine: p.engine, EngineVersion: p.engineVersion(), Model: p.cfg.Model,
+	v := replicaSetView{PoolID: p.id, Engine: p.engine, EngineVersion: p.engineVersion(), Model: p.model(),
 		Ready: p.ready(), Draining: p.draining.Load(), QueueDepth: p.queue.Len()}
 	for i, r := range p.replicas {
 		st := p.states[i]
@@ -251,4 +253,107 @@ func (s *Server) handleCapabilities(ctx *fasthttp.RequestCtx) {
 		c.Features["engine_tokenizer"] = tok
 	}
 	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"api_version": APIVersion, "engines": caps})
+}
+
+// handleReload is POST /v1/pools/{id}/reload {"new_model_ref", "replicas"?,
+// "timeout_ms"?} (SPEC §9): synchronous. Every replica must pass health and
+// report new_model_ref as its model within timeout_ms (default 30 s); then the
+// pool serves new_model_ref (routing and the engine_model check switch
+// atomically) and the answer is 200 with the new set. Otherwise nothing
+// changes: 409 with the reason. This build reloads the replicas it has (the
+// default: the operator restarted them with the new model); a different list
+// of replica URLs is refused with 409 — restart orchd with the new config.
+func (s *Server) handleReload(ctx *fasthttp.RequestCtx) {
+	if _, ok := s.require(ctx, RoleControl); !ok {
+		return
+	}
+	p := s.poolByPath(ctx)
+	if p == nil {
+		return
+	}
+	var body struct {
+		NewModelRef string `json:"new_model_ref"`
+		Replicas    []struct {
+			ID  string `json:"id"`
+			URL string `json:"url"`
+		} `json:"replicas"`
+		TimeoutMs *int64 `json:"timeout_ms"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(ctx.PostBody()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil || body.NewModelRef == "" {
+		writeError(ctx, errInvalid(`body must be {"new_model_ref": "...", "replicas"?: [{"id","url"}], "timeout_ms"?: N}`))
+		return
+	}
+	timeout := 30 * time.Second
+	if body.TimeoutMs != nil {
+		if *body.TimeoutMs <= 0 {
+			writeError(ctx, errInvalid("timeout_ms must be > 0"))
+			return
+		}
+		timeout = time.Duration(*body.TimeoutMs) * time.Millisecond
+	}
+	conflict := func(reason string) {
+		s.log.Warn("pool reload refused", zap.String("pool_id", p.id), zap.String("new_model_ref", body.NewModelRef), zap.String("reason", reason))
+		writeJSON(ctx, fasthttp.StatusConflict, &APIError{Code: "RELOAD_FAILED", PoolID: p.id, Engine: p.engine, Message: reason})
+	}
+	if len(body.Replicas) > 0 {
+		same := len(body.Replicas) == len(p.replicas)
+		for i := 0; same && i < len(body.Replicas); i++ {
+			same = body.Replicas[i].URL == p.replicas[i].URL
+		}
+		if !same {
+			conflict("this build reloads a pool's current replicas only; a new replica list needs a restart with the new config")
+			return
+		}
+	}
+	deadline := time.Now().Add(timeout)
+	var why string
+	for {
+		why = p.verifyModel(body.NewModelRef, time.Until(deadline))
+		if why == "" || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-s.stop:
+			conflict("orchd is shutting down")
+			return
+		}
+	}
+	if why != "" {
+		conflict("new replica set not verified within " + time.Duration(timeout).String() + ": " + why)
+		return
+	}
+	old := p.model()
+	p.models.Store(&poolModels{model: body.NewModelRef, engineModel: body.NewModelRef})
+	s.log.Info("pool reloaded", zap.String("pool_id", p.id), zap.String("from_model", old), zap.String("to_model", body.NewModelRef))
+	writeJSON(ctx, fasthttp.StatusOK, s.replicaSet(p))
+}
+
+// verifyModel checks that every replica is healthy and reports model; "" when
+// all do, else the first reason one does not.
+func (p *pool) verifyModel(model string, within time.Duration) string {
+	for i, r := range p.replicas {
+		prober, ok := p.states[i].adapter.(engines.Prober)
+		if !ok {
+			return "replica " + r.ID + ": its engine cannot report a model, so it cannot be verified"
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(min(within, 5*time.Second), 100*time.Millisecond))
+		err := prober.Health(ctx)
+		var props engines.Props
+		if err == nil {
+			props, err = prober.Props(ctx)
+		}
+		cancel()
+		switch {
+		case err != nil:
+			return "replica " + r.ID + ": " + err.Error()
+		case props.Model == "":
+			return "replica " + r.ID + ": its engine reports no model, so it cannot be verified"
+		case props.Model != model:
+			return "replica " + r.ID + " reports model " + strconv.Quote(props.Model) + ", not " + strconv.Quote(model)
+		}
+	}
+	return ""
 }

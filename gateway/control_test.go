@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -84,5 +85,37 @@ func TestReplicaSetHoldsOutOtherVersions(t *testing.T) {
 	eventually(t, "r1 held out for its model", func() bool { return m.srv.pools[0].states[1].heldOut.Load() })
 	if m.srv.pools[0].replicas[1].Ready() {
 		t.Fatal("a replica with the wrong model is ready")
+	}
+}
+
+// TestReload: a reload to the model the replicas report switches the pool
+// atomically (200); one they do not report is refused with 409 and changes
+// nothing (SPEC §9).
+func TestReload(t *testing.T) {
+	e := newEnv(t, nil, fake.Options{}, fake.Options{}) // fakes report tiny.gguf
+	r := e.do("POST", "/v1/pools/p/reload", testKey, `{"new_model_ref":"other.gguf","timeout_ms":300}`)
+	if r.status != 409 || !strings.Contains(string(r.body), "other.gguf") {
+		t.Fatalf("unverifiable reload: %d %s", r.status, r.body)
+	}
+	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{maxTokens: 2}.body()); r.status != 202 {
+		t.Fatalf("old model after a refused reload: %d", r.status)
+	}
+	r = e.do("POST", "/v1/pools/p/reload", testKey, `{"new_model_ref":"tiny.gguf","replicas":[{"id":"x","url":"http://127.0.0.1:1"}]}`)
+	if r.status != 409 {
+		t.Fatalf("new replica list: %d %s", r.status, r.body)
+	}
+	r = e.do("POST", "/v1/pools/p/reload", testKey, `{"new_model_ref":"tiny.gguf","timeout_ms":2000}`)
+	if r.status != 200 || r.json(t)["model"] != "tiny.gguf" {
+		t.Fatalf("reload: %d %s", r.status, r.body)
+	}
+	body := strings.Replace(taskSpec{maxTokens: 2}.body(), `"model_ref":"m"`, `"model_ref":"tiny.gguf"`, 1)
+	if r := e.do("POST", "/v1/tasks", testKey, body); r.status != 202 {
+		t.Fatalf("new model: %d %s", r.status, r.body)
+	}
+	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{maxTokens: 2}.body()); r.status != 400 {
+		t.Fatalf("old model after reload: %d", r.status)
+	}
+	if r := e.do("POST", "/v1/pools/p/reload", "sk-other", `{"new_model_ref":"x"}`); r.status != 403 {
+		t.Fatalf("data key: %d", r.status)
 	}
 }

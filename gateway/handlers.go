@@ -153,7 +153,7 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		kvHint:    pt.KVHint,
 		log:       newTaskLog(),
 		req: engines.Request{
-			TaskID: pt.TaskID, SessionID: pt.SessionID, Model: p.cfg.Model, Prompt: *pt.Prompt,
+			TaskID: pt.TaskID, SessionID: pt.SessionID, Model: p.model(), Prompt: *pt.Prompt,
 			MaxTokens: pt.maxTokens, Seed: pt.seed, Ctx: reqCtx, CachePrompt: pt.KVHint != "cold",
 		},
 	}

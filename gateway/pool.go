@@ -46,6 +46,10 @@ type pool struct {
 	runMu   sync.Mutex
 	running map[*task]struct{} // for the watchdog
 
+	// models are the served model name and the engine_model replicas must
+	// report; a reload switches both atomically.
+	models atomic.Pointer[poolModels]
+
 	everReady  atomic.Bool
 	setVersion atomic.Pointer[string] // the replica set's engine_version
 	draining   atomic.Bool            // POST /v1/pools/{id}/drain: no new admissions
@@ -127,6 +131,7 @@ func newPool(cfg config.Pool, d poolDeps) (*pool, error) {
 		p.replicas = append(p.replicas, r)
 		p.states = append(p.states, &replicaState{adapter: a, configSlots: rc.Slots})
 	}
+	p.models.Store(&poolModels{model: cfg.Model, engineModel: cfg.EngineModel})
 	p.ring = balancer.NewRing(p.replicas, 0)
 	p.affinity = d.affinity
 	p.ttftSLO = time.Duration(d.ttftSLOMs) * time.Millisecond
@@ -460,7 +465,7 @@ func (p *pool) probe(i int, hc config.Health) {
 // set: a model other than the pool's engine_model, or an engine_version other
 // than the set's (the first version a ready replica reported). "" = it fits.
 func (p *pool) holdOut(props engines.Props) string {
-	if want := p.cfg.EngineModel; want != "" && props.Model != want {
+	if want := p.engineModel(); want != "" && props.Model != want {
 		return "engine reports model " + strconv.Quote(props.Model) + ", pool " + p.id + " expects engine_model " + strconv.Quote(want)
 	}
 	if props.EngineVersion == "" {
@@ -520,3 +525,11 @@ func recoverLog(log *zap.Logger, what string) {
 		log.Error("recovered from panic", zap.String("in", what), zap.Any("panic", v), zap.Stack("stack"))
 	}
 }
+
+type poolModels struct{ model, engineModel string }
+
+// model is the name requests route by (model_ref).
+func (p *pool) model() string { return p.models.Load().model }
+
+// engineModel is what replicas must report ("" = not checked).
+func (p *pool) engineModel() string { return p.models.Load().engineModel }

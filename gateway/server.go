@@ -177,6 +177,7 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 	r.GET("/v1/capabilities", s.handleCapabilities)
 	r.GET("/v1/pools/{id}/health", s.handlePoolHealth)
 	r.POST("/v1/pools/{id}/drain", s.handleDrain)
+	r.POST("/v1/pools/{id}/reload", s.handleReload)
 	r.NotFound = func(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, &APIError{Code: CodeNotFound, Message: "no such endpoint: " + string(ctx.Method()) + " " + string(ctx.Path())})
 	}
@@ -380,7 +381,7 @@ func (s *Server) handleMetrics(ctx *fasthttp.RequestCtx) {
 // findPool routes a request to the pool serving its model_ref and engine.
 func (s *Server) findPool(modelRef, engine string) (*pool, *APIError) {
 	for _, p := range s.pools {
-		if (p.cfg.Model == modelRef || p.id == modelRef) && (engine == "" || engine == p.engine) {
+		if (p.model() == modelRef || p.id == modelRef) && (engine == "" || engine == p.engine) {
 			return p, nil
 		}
 	}
@@ -389,7 +390,7 @@ func (s *Server) findPool(modelRef, engine string) (*pool, *APIError) {
 		if i > 0 {
 			served += ", "
 		}
-		served += p.cfg.Model + " (" + p.engine + ")"
+		served += p.model() + " (" + p.engine + ")"
 	}
 	msg := fmt.Sprintf("no pool serves model_ref %q", modelRef)
 	if engine != "" {

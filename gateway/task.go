@@ -533,7 +533,7 @@ func (s *Server) logTask(t *task, lvl zapcore.Level, msg string, extra ...zap.Fi
 	fields := make([]zap.Field, 0, 10+len(extra))
 	fields = append(fields,
 		zap.String("job_id", t.key.id), zap.String("session_id", t.sessionID), zap.String("tenant_id", t.key.tenant),
-		zap.String("engine", t.pool.engine), zap.String("pool_id", t.pool.id), zap.String("model_id", t.pool.cfg.Model),
+		zap.String("engine", t.pool.engine), zap.String("pool_id", t.pool.id), zap.String("model_id", t.pool.model()),
 		zap.String("priority", t.prio.String()), zap.Int("queue_position", t.queuePosition),
 		zap.Int64("predicted_start_ms", t.predictedStartMs), zap.Int64("deadline_ms", t.deadline))
 	ce.Write(append(fields, extra...)...)
