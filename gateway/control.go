@@ -66,6 +66,11 @@ type replicaView struct {
 	EngineLoad map[string]int `json:"engine_load"`
 	LastError  string         `json:"last_error"`
 	Version    string         `json:"engine_version"`
+	// Placement as configured (SPEC §5: reported per replica).
+	Devices     []int     `json:"devices,omitempty"`
+	TensorSplit []float64 `json:"tensor_split,omitempty"`
+	VRAMBytes   []int64   `json:"vram_bytes,omitempty"`
+	KVBytesGPU  int64     `json:"kv_bytes_per_gpu,omitempty"`
 }
 
 type replicaSetView struct {
@@ -87,8 +92,10 @@ func (s *Server) replicaSet(p *pool) replicaSetView {
 		Ready: p.ready(), Draining: p.draining.Load(), QueueDepth: p.queue.Len()}
 	for i, r := range p.replicas {
 		st := p.states[i]
+		rc := p.cfg.Replicas[i]
 		rv := replicaView{ID: r.ID, URL: r.URL, Inflight: r.InFlight(), Slots: r.Slots(),
-			Breaker: p.breakerState(i), EngineLoad: map[string]int{}, Version: p.replicaVersion(i)}
+			Breaker: p.breakerState(i), EngineLoad: map[string]int{}, Version: p.replicaVersion(i),
+			Devices: rc.Devices, TensorSplit: rc.TensorSplit, VRAMBytes: rc.VRAMBytes, KVBytesGPU: rc.KVBytesGPU}
 		switch {
 		case p.draining.Load():
 			rv.State = "draining"

@@ -170,4 +170,6 @@ type Replica struct {
 	Slots       int       `yaml:"slots,omitempty" json:"slots,omitempty" jsonschema:"minimum=0,default=0" jsonschema_description:"Concurrent tasks the replica runs. Default 0 = read from the engine where it reports them (llama.cpp /props)."`
 	Devices     []int     `yaml:"devices,omitempty" json:"devices,omitempty" jsonschema:"minimum=0" jsonschema_description:"GPU device ids the replica uses (its device mask), reported per replica; a device of one host may not serve two pools. Default empty (not declared)."`
 	TensorSplit []float64 `yaml:"tensor_split,omitempty" json:"tensor_split,omitempty" jsonschema:"exclusiveMinimum=0,maximum=1" jsonschema_description:"Share of the model on each device, one entry per device, summing to 1; required when the replica spans several devices. Default empty."`
+	VRAMBytes   []int64   `yaml:"vram_bytes,omitempty" json:"vram_bytes,omitempty" jsonschema:"minimum=1" jsonschema_description:"Memory of each device in bytes, one entry per device (reported per replica; bounds kv_bytes_per_gpu). Default empty (not declared)."`
+	KVBytesGPU  int64     `yaml:"kv_bytes_per_gpu,omitempty" json:"kv_bytes_per_gpu,omitempty" jsonschema:"minimum=0" jsonschema_description:"KV-cache budget per GPU in bytes; with a heterogeneous tensor_split it must fit the smallest GPU of vram_bytes. Default 0 = not declared."`
 }

@@ -358,6 +358,28 @@ func (v *validator) devices(rp string, r *Replica, pool int, host string, used m
 			v.add(rp+".tensor_split", "must sum to 1, sums to %v", sum)
 		}
 	}
+	// Per-GPU KV budget: every device holds its own KV share, so the budget
+	// must fit the smallest GPU (SPEC §5, OC-POOL-3021).
+	if m := len(r.VRAMBytes); m > 0 {
+		if m != n {
+			v.add(rp+".vram_bytes", "has %d entries for %d devices: give one per device", m, n)
+		}
+		smallest := int64(math.MaxInt64)
+		for k, b := range r.VRAMBytes {
+			if b <= 0 {
+				v.add(fmt.Sprintf("%s.vram_bytes[%d]", rp, k), "must be > 0, got %d", b)
+			}
+			smallest = min(smallest, b)
+		}
+		if r.KVBytesGPU > 0 && smallest > 0 && r.KVBytesGPU > smallest {
+			v.add(rp+".kv_bytes_per_gpu", "is %d bytes, above the smallest GPU's %d bytes of vram_bytes", r.KVBytesGPU, smallest)
+		}
+	} else if r.KVBytesGPU > 0 && n > 1 {
+		v.add(rp+".kv_bytes_per_gpu", "needs vram_bytes (one per device) to be checked against the smallest GPU")
+	}
+	if r.KVBytesGPU < 0 {
+		v.add(rp+".kv_bytes_per_gpu", "must be >= 0")
+	}
 }
 
 func (v *validator) cap(path string, n, capacity int) {
