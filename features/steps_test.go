@@ -199,6 +199,9 @@ func initScenario(sc *godog.ScenarioContext) {
 
 	// Admission and scheduling (SPEC §4): sched_steps_test.go.
 	initSchedSteps(sc, w)
+
+	// Balancing, resilience and the control plane (SPEC §5, §9): resilience_steps_test.go.
+	initResilienceSteps(sc, w)
 }
 
 // ---- configuration ----

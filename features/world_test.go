@@ -71,6 +71,10 @@ type world struct {
 	tokenBudget int      // sessions.token_budget (0: none)
 	sched       schedState
 
+	// Resilience config, set by resilience_steps_test.go.
+	topExtra    []string                        // extra top-level YAML lines, e.g. "breaker: {…}"
+	replicaMods map[int][]func(o *fake.Options) // per-replica changes to the fake's options
+
 	fakes []*fake.Server
 	srv   *gateway.Server
 	url   string
@@ -134,7 +138,11 @@ func (w *world) yaml() string {
 	for _, e := range w.poolExtra {
 		extra.WriteString("    " + e + "\n")
 	}
-	return `
+	var top strings.Builder
+	for _, e := range w.topExtra {
+		top.WriteString(e + "\n")
+	}
+	return top.String() + `
 auth:
   keys:
     - { key: ` + keyData + `, tenant: t1, roles: [data, control] }
@@ -165,7 +173,11 @@ func (w *world) start() error {
 	fo := w.fake
 	fo.Slots = w.pool.slots
 	for i := 0; i < w.pool.replicas; i++ {
-		f, err := fake.New(fo)
+		o := fo
+		for _, mod := range w.replicaMods[i] {
+			mod(&o)
+		}
+		f, err := fake.New(o)
 		if err != nil {
 			return fmt.Errorf("fake.New: %w", err)
 		}

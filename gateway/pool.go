@@ -458,6 +458,8 @@ func (p *pool) probe(i int, hc config.Health) {
 		}
 		st.heldOut.Store(false)
 	}
+	p.replicas[i].ClearEngineLoad() // a restarted engine: forget its old load
+	p.scrapeLoad(ctx, i)
 	p.setReady(i, true, "")
 }
 
@@ -494,7 +496,10 @@ func (p *pool) scrapeLoad(ctx context.Context, i int) {
 	}
 	proc, def, err := sc.ScrapeLoad(ctx)
 	if err != nil {
-		return // engines without metrics (llama.cpp without --metrics) just lack the signal
+		// No signal (llama.cpp without --metrics, or the scrape failed): drop
+		// the last one rather than steer by a stale count.
+		p.replicas[i].ClearEngineLoad()
+		return
 	}
 	p.replicas[i].SetEngineLoad(proc, def) // blended into the replica's score
 }
