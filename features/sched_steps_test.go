@@ -53,7 +53,6 @@ func initSchedSteps(sc *godog.ScenarioContext, w *world) {
 	sc.Step(`^I submit task "(\w+)" in session "(\w+)" for (\d+) tokens with key "([^"]*)"$`, w.submitSessionKey)
 	sc.Step(`^reader "(\w+)" submits (interactive|batch) task "(\w+)" for (\d+) tokens accepting an event stream$`, w.submitStreamingPrio)
 	sc.Step(`^I wait out the last response's X-Backoff-Ms$`, w.waitBackoff)
-	sc.Step(`^I submit task "(\w+)" again until it is admitted$`, w.resubmitUntilAdmitted)
 
 	// Responses and streams.
 	sc.Step(`^the response header "([^"]*)" is an integer of at most (\d+)$`, w.headerIntAtMost)
@@ -186,26 +185,6 @@ func (w *world) waitBackoff() error {
 	}
 	time.Sleep(time.Duration(ms)*time.Millisecond + 50*time.Millisecond)
 	return nil
-}
-
-// resubmitUntilAdmitted retries a task (bounded) while it gets 429
-// tenant-quota: a tenant's place comes back asynchronously once its task
-// ended (see the @bug scenario of quotas.feature).
-func (w *world) resubmitUntilAdmitted(task string) error {
-	for i := 0; i < pollMax; i++ {
-		if err := w.resubmit(task); err != nil {
-			return err
-		}
-		m, _ := w.last.json()
-		switch {
-		case w.last.status == http.StatusAccepted:
-			return nil
-		case w.last.status != http.StatusTooManyRequests || m["policy_label"] != "tenant-quota":
-			return fmt.Errorf("want 202 or 429 tenant-quota, got %d %s", w.last.status, w.last.body)
-		}
-		time.Sleep(pollEvery)
-	}
-	return fmt.Errorf("task %q: still 429 tenant-quota after %d tries: %s", task, pollMax, w.last.body)
 }
 
 // ---- responses and streams ----

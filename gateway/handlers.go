@@ -151,7 +151,7 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		pool:      p,
 		prio:      pt.priority,
 		kvHint:    pt.KVHint,
-		log:       newTaskLog(),
+		log:       tasklog.New(),
 		req: engines.Request{
 			TaskID: pt.TaskID, SessionID: pt.SessionID, Model: p.model(), Prompt: *pt.Prompt,
 			MaxTokens: pt.maxTokens, Seed: pt.seed, Ctx: reqCtx, CachePrompt: pt.KVHint != "cold",
@@ -290,9 +290,8 @@ func (s *Server) handleStream(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	t, ok := s.tasks.get(taskKey{pr.Tenant, pathID(ctx)})
-	if !ok {
-		writeError(ctx, &APIError{Code: CodeNotFound, Message: "unknown task id (or its log was dropped after task_retention_ms)"})
+	t := s.taskByPath(ctx, pr)
+	if t == nil {
 		return
 	}
 	after := int64(-1)

@@ -316,7 +316,7 @@ func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(
 func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError, kind abortReason), report func(t *task, now time.Time)) {
 	to := p.cfg.Timeouts
 	period := time.Duration(min(to.FirstTokenMs, to.IdleMs, to.WallMs)) * time.Millisecond / 4
-	period = min(max(period, 10*time.Millisecond), time.Second)
+	period = min(max(period, 10*time.Millisecond), time.Second, metricsInterval/2)
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	var due []*task
@@ -347,8 +347,9 @@ func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError,
 	}
 }
 
-// metricsInterval spaces the periodic `metrics` events of a running task.
-const metricsInterval = 2 * time.Second
+// metricsInterval spaces the periodic `metrics` events of a running task
+// (a variable so a test can shorten it).
+var metricsInterval = 2 * time.Second
 
 // overdue checks one running task; only the watchdog goroutine touches
 // wdTokens and wdSince.

@@ -194,9 +194,9 @@ func (s *Server) abortError(t *task) *APIError {
 	ae := &APIError{Engine: p.engine, PoolID: p.id, Retriable: true}
 	switch reason {
 	case abortFirstToken:
-		ae.Code, ae.Message = CodeReplicaExhausted, "no first token within first_token_ms "+itoa(p.cfg.Timeouts.FirstTokenMs)+" on any replica tried"
+		ae.Code, ae.Message = CodeReplicaExhausted, "no first token within first_token_ms "+strconv.Itoa(p.cfg.Timeouts.FirstTokenMs)+" on any replica tried"
 	case abortIdle:
-		ae.Code, ae.Message = CodeDecodeTimeout, "no token for idle_ms "+itoa(p.cfg.Timeouts.IdleMs)
+		ae.Code, ae.Message = CodeDecodeTimeout, "no token for idle_ms "+strconv.Itoa(p.cfg.Timeouts.IdleMs)
 	default:
 		return nil
 	}
@@ -207,8 +207,6 @@ func (s *Server) abortError(t *task) *APIError {
 	s.metrics.canceled(l, reasonWatchdog)
 	return ae
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 // recordOutcome tells the replica's breaker how the segment went (SPEC §5:
 // breakers count stream health, not only status codes). Failures: engine

@@ -10,6 +10,7 @@ import (
 	"github.com/llama-orch/llama-orch/engines/fake"
 	"github.com/llama-orch/llama-orch/gateway/admission"
 	"github.com/llama-orch/llama-orch/gateway/config"
+	"github.com/llama-orch/llama-orch/gateway/tasklog"
 )
 
 // TestWatchdogIdle: an engine that stalls after two tokens is ended with
@@ -120,7 +121,7 @@ pools:
 	p := srv.pools[0]
 	p.setReady(0, true, "")
 	for i := 0; i < 3; i++ {
-		tk := &task{key: taskKey{"t1", newID()}, pool: p, log: newTaskLog()}
+		tk := &task{key: taskKey{"t1", newID()}, pool: p, log: tasklog.New()}
 		if _, _, ae := srv.quotas.acquire("t1"); ae != nil {
 			t.Fatal(ae)
 		}

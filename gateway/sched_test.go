@@ -261,3 +261,30 @@ func TestTokenizeEngine(t *testing.T) {
 		e.close()
 	}
 }
+
+// TestPeriodicMetrics: a running task gets `metrics` events while it runs,
+// not only the final one (SPEC §3.2 "periodic"), each with the SPEC fields.
+func TestPeriodicMetrics(t *testing.T) {
+	old := metricsInterval
+	metricsInterval = 60 * time.Millisecond
+	t.Cleanup(func() { metricsInterval = old }) // after the env's own cleanup stops the watchdog
+	e := newEnv(t, nil, fake.Options{ITL: 5 * time.Millisecond})
+	evs := e.postStream(taskSpec{maxTokens: 120}.body()).all(t)
+	n := 0
+	for i, ev := range evs {
+		if ev.name != "metrics" {
+			continue
+		}
+		for _, k := range []string{"on_time_probability", "queue_depth", "kv_warmth", "tokens_out"} {
+			if _, ok := ev.data[k]; !ok {
+				t.Fatalf("metrics event lacks %s: %v", k, ev.data)
+			}
+		}
+		if i < len(evs)-2 {
+			n++ // a metrics event before the final one
+		}
+	}
+	if n < 2 || evs[len(evs)-1].name != "end" {
+		t.Fatalf("%d periodic metrics events in %d events", n, len(evs))
+	}
+}

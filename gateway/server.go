@@ -23,7 +23,6 @@ import (
 	"github.com/llama-orch/llama-orch/balancer"
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/gateway/config"
-	"github.com/llama-orch/llama-orch/gateway/tasklog"
 )
 
 // Options wire a Server to its surroundings.
@@ -279,9 +278,6 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
-// Handler returns the HTTP handler (for in-memory tests).
-func (s *Server) Handler() fasthttp.RequestHandler { return s.http.Handler }
-
 // Ready reports whether at least one pool is Ready.
 func (s *Server) Ready() bool {
 	for _, p := range s.pools {
@@ -399,14 +395,24 @@ func (s *Server) findPool(modelRef, engine string) (*pool, *APIError) {
 	return nil, errInvalid(msg + "; served: " + served)
 }
 
+// taskByPath finds the caller's task named by the {id} path value, answering
+// 404 for an unknown id or another tenant's (never revealing it exists).
+func (s *Server) taskByPath(ctx *fasthttp.RequestCtx, pr Principal) *task {
+	t, ok := s.tasks.get(taskKey{pr.Tenant, pathID(ctx)})
+	if !ok {
+		writeError(ctx, &APIError{Code: CodeNotFound, Message: "unknown task id (or its log was dropped after task_retention_ms)"})
+		return nil
+	}
+	return t
+}
+
 func (s *Server) handleCancel(ctx *fasthttp.RequestCtx) {
 	pr, ok := s.require(ctx, RoleData)
 	if !ok {
 		return
 	}
-	t, ok := s.tasks.get(taskKey{pr.Tenant, pathID(ctx)})
-	if !ok {
-		writeError(ctx, &APIError{Code: CodeNotFound, Message: "unknown task id"})
+	t := s.taskByPath(ctx, pr)
+	if t == nil {
 		return
 	}
 	s.terminate(t, &APIError{Code: CodeCanceled, Message: "canceled by the client", Engine: t.pool.engine, PoolID: t.pool.id}, reasonClient)
@@ -455,6 +461,3 @@ func (s *Server) handleSessionDelete(ctx *fasthttp.RequestCtx) {
 	}
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
 }
-
-// newTaskLog is a seam for tests.
-var newTaskLog = tasklog.New
