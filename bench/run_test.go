@@ -53,8 +53,8 @@ pools:
 	if err != nil || config.HasErrors(problems) {
 		t.Fatalf("config: %v %v", err, problems)
 	}
-	srv, err := gateway.New(cfg, gateway.Options{NewAdapter: func(engine, url string) (engines.Adapter, error) {
-		return llamacpp.New(url, llamacpp.Options{})
+	srv, err := gateway.New(cfg, gateway.Options{NewAdapter: func(pc config.Pool, rc config.Replica) (engines.Adapter, error) {
+		return llamacpp.New(rc.URL, llamacpp.Options{})
 	}})
 	if err != nil {
 		t.Fatal(err)

@@ -104,10 +104,39 @@ type SlotEraser interface {
 	EraseSlot(ctx context.Context, slot int) error
 }
 
+// Load is an engine replica's own account of its load, from its metrics
+// endpoint (ENGINES.md "Metrics"). A gauge the engine does not report is
+// absent (its Has… flag false), never zero.
+type Load struct {
+	// Processing is the number of requests being decoded (llama.cpp
+	// requests_processing, vLLM num_requests_running, TGI batch size).
+	Processing int
+	// Deferred is the number of requests waiting inside the engine.
+	Deferred int
+	// KVCacheUsage is the KV cache usage ratio, 0..1.
+	KVCacheUsage    float64
+	HasKVCacheUsage bool
+	// Devices are per-GPU gauges, where the engine reports them.
+	Devices []DeviceLoad
+}
+
+// DeviceLoad is one GPU's gauges.
+type DeviceLoad struct {
+	// Device names the GPU as the engine does (index or UUID).
+	Device string
+	// Utilization is 0..1.
+	Utilization    float64
+	HasUtilization bool
+	// VRAMUsedBytes is the device memory in use.
+	VRAMUsedBytes float64
+	HasVRAMUsed   bool
+}
+
 // LoadScraper is implemented by adapters that can read the engine's own load
-// gauges (llama.cpp `requests_processing`/`requests_deferred`).
+// gauges (llama.cpp `requests_processing`/`requests_deferred`, …). It is
+// called periodically, off the request path.
 type LoadScraper interface {
-	ScrapeLoad(ctx context.Context) (processing, deferred int, err error)
+	ScrapeLoad(ctx context.Context) (Load, error)
 }
 
 // Tokenizer is implemented by adapters whose engine can count a text's

@@ -21,7 +21,7 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/fake"
-	"github.com/llama-orch/llama-orch/engines/llamacpp"
+	"github.com/llama-orch/llama-orch/engines/adapters"
 	"github.com/llama-orch/llama-orch/gateway"
 	"github.com/llama-orch/llama-orch/gateway/config"
 	"github.com/llama-orch/llama-orch/sse"
@@ -220,8 +220,8 @@ func (w *world) start() error {
 	return errors.New("GET /readyz never answered 200")
 }
 
-func newAdapter(engine, url string) (engines.Adapter, error) {
-	return llamacpp.New(url, llamacpp.Options{})
+func newAdapter(pc config.Pool, rc config.Replica) (engines.Adapter, error) {
+	return adapters.New(pc.Engine, rc.URL, adapters.Options{Model: pc.EngineModel})
 }
 
 // close ends the scenario: readers, gateway (graceful, with grace 0 so

@@ -300,7 +300,7 @@ func waitStreaming(t *testing.T, e *env, d time.Duration) {
 	p := e.srv.pools[0]
 	eventually(t, "every chaos task to run", func() bool {
 		n := 0
-		for _, r := range p.replicas {
+		for _, r := range p.set().replicas {
 			n += r.InFlight()
 		}
 		return n == chaosClients
@@ -315,16 +315,16 @@ func waitStreaming(t *testing.T, e *env, d time.Duration) {
 func checkRecovered(t *testing.T, e *env) {
 	t.Helper()
 	p := e.srv.pools[0]
-	faulty := p.replicas[chaosFaulty].ID
+	faulty := p.set().replicas[chaosFaulty].ID
 	if n := transitions(e, faulty, "open"); n < 1 {
 		t.Errorf("the breaker of %s never opened", faulty)
 	}
-	eventually(t, "the breaker of "+faulty+" to close", func() bool { return p.breakerState(chaosFaulty) == "closed" })
-	eventually(t, faulty+" to be ready", func() bool { return p.replicas[chaosFaulty].Ready() })
+	eventually(t, "the breaker of "+faulty+" to close", func() bool { return p.set().replicas[chaosFaulty].BreakerState().String() == "closed" })
+	eventually(t, faulty+" to be ready", func() bool { return p.set().replicas[chaosFaulty].Ready() })
 	if n := transitions(e, faulty, "closed"); n < 1 {
 		t.Errorf("no transition of %s to closed was counted", faulty)
 	}
-	for i, r := range p.replicas {
+	for i, r := range p.set().replicas {
 		if i == chaosFaulty {
 			continue
 		}
@@ -370,7 +370,7 @@ func replicaInSets(t *testing.T, e *env, id string) map[string]any {
 func waitIdleLoads(t *testing.T, e *env) {
 	t.Helper()
 	eventually(t, "scraped engine loads to show idle engines", func() bool {
-		for _, r := range e.srv.pools[0].replicas {
+		for _, r := range e.srv.pools[0].set().replicas {
 			if proc, def, _ := r.EngineLoad(); proc+def != 0 {
 				return false
 			}
@@ -385,7 +385,7 @@ func checkReleased(t *testing.T, e *env) {
 	t.Helper()
 	p := e.srv.pools[0]
 	eventually(t, "every slot released", func() bool {
-		for i, r := range p.replicas {
+		for i, r := range p.set().replicas {
 			if r.InFlight() != 0 || e.fakes[i].InFlight() != 0 {
 				return false
 			}
@@ -405,7 +405,7 @@ func TestChaosKillAndRestart(t *testing.T) {
 			p := e.srv.pools[0]
 			l := startChaos(t, e, false)
 			waitStreaming(t, e, 100*time.Millisecond)
-			onFaulty := p.replicas[chaosFaulty].InFlight()
+			onFaulty := p.set().replicas[chaosFaulty].InFlight()
 			_ = e.fakes[chaosFaulty].Close() // killed: listener and every connection
 			eventually(t, "the breaker of r1 to open", func() bool { return transitions(e, "r1", "open") >= 1 })
 			// While its engine is down, /v1/replicasets shows r1 unready with
@@ -577,7 +577,7 @@ func TestChaosEngineLoadGoesStale(t *testing.T) {
 		}
 	}, fake.Options{Slots: 4}, fake.Options{Slots: 4}, fake.Options{Slots: 4})
 	p := e.srv.pools[0]
-	r0 := p.replicas[0]
+	r0 := p.set().replicas[0]
 	sess := sessionOn(t, e, 0)
 
 	// A task runs on r0 until its load was scraped, then the scrape fails.

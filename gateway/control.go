@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/llama-orch/llama-orch/engines"
+	"github.com/llama-orch/llama-orch/gateway/config"
 )
 
 // Control plane (SPEC §9, role control): pool health and drain, replica
@@ -57,15 +58,15 @@ type quantilesMs struct {
 }
 
 type replicaView struct {
-	ID         string         `json:"id"`
-	URL        string         `json:"url"`
-	State      string         `json:"state"`
-	Breaker    string         `json:"breaker"`
-	Inflight   int            `json:"inflight"`
-	Slots      int            `json:"slots"`
-	EngineLoad map[string]int `json:"engine_load"`
-	LastError  string         `json:"last_error"`
-	Version    string         `json:"engine_version"`
+	ID         string             `json:"id"`
+	URL        string             `json:"url"`
+	State      string             `json:"state"`
+	Breaker    string             `json:"breaker"`
+	Inflight   int                `json:"inflight"`
+	Slots      int                `json:"slots"`
+	EngineLoad map[string]float64 `json:"engine_load"`
+	LastError  string             `json:"last_error"`
+	Version    string             `json:"engine_version"`
 	// Placement as configured (SPEC §5: reported per replica).
 	Devices     []int     `json:"devices,omitempty"`
 	TensorSplit []float64 `json:"tensor_split,omitempty"`
@@ -90,11 +91,12 @@ type replicaSetView struct {
 func (s *Server) replicaSet(p *pool) replicaSetView {
 	v := replicaSetView{PoolID: p.id, Engine: p.engine, EngineVersion: p.engineVersion(), Model: p.model(),
 		Ready: p.ready(), Draining: p.draining.Load(), QueueDepth: p.queue.Len()}
-	for i, r := range p.replicas {
-		st := p.states[i]
-		rc := p.cfg.Replicas[i]
+	rs := p.set()
+	for i, r := range rs.replicas {
+		st := rs.states[i]
+		rc := rs.cfgs[i]
 		rv := replicaView{ID: r.ID, URL: r.URL, Inflight: r.InFlight(), Slots: r.Slots(),
-			Breaker: p.breakerState(i), EngineLoad: map[string]int{}, Version: p.replicaVersion(i),
+			Breaker: r.BreakerState().String(), EngineLoad: map[string]float64{}, Version: p.replicaVersion(r),
 			Devices: rc.Devices, TensorSplit: rc.TensorSplit, VRAMBytes: rc.VRAMBytes, KVBytesGPU: rc.KVBytesGPU}
 		switch {
 		case p.draining.Load():
@@ -109,9 +111,12 @@ func (s *Server) replicaSet(p *pool) replicaSetView {
 		if e := st.lastError.Load(); e != nil {
 			rv.LastError = *e
 		}
-		if proc, def, ok := r.EngineLoad(); ok {
-			rv.EngineLoad["requests_processing"] = proc
-			rv.EngineLoad["requests_deferred"] = def
+		if l := st.load.Load(); l != nil {
+			rv.EngineLoad["requests_processing"] = float64(l.Processing)
+			rv.EngineLoad["requests_deferred"] = float64(l.Deferred)
+			if l.HasKVCacheUsage {
+				rv.EngineLoad["kv_cache_usage_ratio"] = l.KVCacheUsage
+			}
 		}
 		v.Replicas = append(v.Replicas, rv)
 	}
@@ -120,7 +125,7 @@ func (s *Server) replicaSet(p *pool) replicaSetView {
 }
 
 func (s *Server) handleReplicaSets(ctx *fasthttp.RequestCtx) {
-	if _, ok := s.require(ctx, RoleControl); !ok {
+	if _, ok := s.requireControlRead(ctx); !ok {
 		return
 	}
 	out := struct {
@@ -145,7 +150,7 @@ func (s *Server) poolByPath(ctx *fasthttp.RequestCtx) *pool {
 }
 
 func (s *Server) handlePoolHealth(ctx *fasthttp.RequestCtx) {
-	if _, ok := s.require(ctx, RoleControl); !ok {
+	if _, ok := s.requireControlRead(ctx); !ok {
 		return
 	}
 	p := s.poolByPath(ctx)
@@ -154,7 +159,8 @@ func (s *Server) handlePoolHealth(ctx *fasthttp.RequestCtx) {
 	}
 	total, free := p.capacity()
 	ready := 0
-	for _, r := range p.replicas {
+	rs := p.set()
+	for _, r := range rs.replicas {
 		if r.Ready() {
 			ready++
 		}
@@ -168,7 +174,7 @@ func (s *Server) handlePoolHealth(ctx *fasthttp.RequestCtx) {
 			"queue_depth":    p.queue.Len(),
 			"slots":          total,
 			"slots_free":     free,
-			"replicas":       len(p.replicas),
+			"replicas":       len(rs.replicas),
 			"replicas_ready": ready,
 			"engine_version": p.engineVersion(),
 		},
@@ -208,6 +214,7 @@ func (s *Server) handleDrain(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	s.log.Info("pool draining", zap.String("pool_id", p.id), zap.Int64("deadline_ms", deadline))
+	s.events.publish(opsEvent{Type: "drain", PoolID: p.id, DeadlineMs: ptr(deadline)})
 	s.bgWG.Add(1)
 	go func() {
 		defer s.bgWG.Done()
@@ -232,7 +239,7 @@ func (s *Server) handleDrain(ctx *fasthttp.RequestCtx) {
 
 // handleCapabilities is GET /v1/capabilities (SPEC §9).
 func (s *Server) handleCapabilities(ctx *fasthttp.RequestCtx) {
-	if _, ok := s.require(ctx, RoleControl); !ok {
+	if _, ok := s.requireControlRead(ctx); !ok {
 		return
 	}
 	type engineCaps struct {
@@ -256,10 +263,17 @@ func (s *Server) handleCapabilities(ctx *fasthttp.RequestCtx) {
 		c.Pools = append(c.Pools, p.id)
 		c.RateLimits[p.id] = map[string]any{"queue_capacity": p.queue.Capacity(), "full_policy": p.queue.Policy(),
 			"max_tokens_limit": s.cfg.Admission.MaxTokensLimit}
-		_, tok := p.states[0].adapter.(engines.Tokenizer)
+		_, tok := p.set().states[0].adapter.(engines.Tokenizer)
 		c.Features["engine_tokenizer"] = tok
 	}
 	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"api_version": APIVersion, "engines": caps})
+}
+
+// reloadReplica is one entry of a reload's replica list.
+type reloadReplica struct {
+	ID    string `json:"id"`
+	URL   string `json:"url"`
+	Slots *int   `json:"slots"`
 }
 
 // handleReload is POST /v1/pools/{id}/reload {"new_model_ref", "replicas"?,
@@ -267,9 +281,11 @@ func (s *Server) handleCapabilities(ctx *fasthttp.RequestCtx) {
 // report new_model_ref as its model within timeout_ms (default 30 s); then the
 // pool serves new_model_ref (routing and the engine_model check switch
 // atomically) and the answer is 200 with the new set. Otherwise nothing
-// changes: 409 with the reason. This build reloads the replicas it has (the
-// default: the operator restarted them with the new model); a different list
-// of replica URLs is refused with 409 — restart orchd with the new config.
+// changes: 409 with the reason. Without "replicas" (or with the current
+// list) the pool's replicas are re-verified in place (the operator restarted
+// them with the new model); a different list builds a new replica set with
+// its own health checks, which must all pass before the pool switches to it;
+// tasks running on the old set finish there, then it is closed.
 func (s *Server) handleReload(ctx *fasthttp.RequestCtx) {
 	if _, ok := s.require(ctx, RoleControl); !ok {
 		return
@@ -279,12 +295,9 @@ func (s *Server) handleReload(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	var body struct {
-		NewModelRef string `json:"new_model_ref"`
-		Replicas    []struct {
-			ID  string `json:"id"`
-			URL string `json:"url"`
-		} `json:"replicas"`
-		TimeoutMs *int64 `json:"timeout_ms"`
+		NewModelRef string          `json:"new_model_ref"`
+		Replicas    []reloadReplica `json:"replicas"`
+		TimeoutMs   *int64          `json:"timeout_ms"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(ctx.PostBody()))
 	dec.DisallowUnknownFields()
@@ -300,49 +313,144 @@ func (s *Server) handleReload(ctx *fasthttp.RequestCtx) {
 		}
 		timeout = time.Duration(*body.TimeoutMs) * time.Millisecond
 	}
+	if !p.reloadMu.TryLock() {
+		writeJSON(ctx, fasthttp.StatusConflict, &APIError{Code: "RELOAD_FAILED", PoolID: p.id, Engine: p.engine, Message: "another reload of pool " + p.id + " is in progress"})
+		return
+	}
+	defer p.reloadMu.Unlock()
 	conflict := func(reason string) {
 		s.log.Warn("pool reload refused", zap.String("pool_id", p.id), zap.String("new_model_ref", body.NewModelRef), zap.String("reason", reason))
+		s.events.publish(opsEvent{Type: "reload", PoolID: p.id, Model: body.NewModelRef, OK: ptr(false), Reason: reason})
 		writeJSON(ctx, fasthttp.StatusConflict, &APIError{Code: "RELOAD_FAILED", PoolID: p.id, Engine: p.engine, Message: reason})
 	}
-	if len(body.Replicas) > 0 {
-		same := len(body.Replicas) == len(p.replicas)
-		for i := 0; same && i < len(body.Replicas); i++ {
-			same = body.Replicas[i].URL == p.replicas[i].URL
-		}
-		if !same {
-			conflict("this build reloads a pool's current replicas only; a new replica list needs a restart with the new config")
+	cur := p.set()
+	target, fresh := cur, (*replicaSet)(nil)
+	if len(body.Replicas) > 0 && !sameReplicas(body.Replicas, cur.cfgs) {
+		cfgs, msg := reloadReplicas(body.Replicas, cur.cfgs)
+		if msg != "" {
+			writeError(ctx, errInvalid(msg))
 			return
 		}
+		var err error
+		if fresh, err = p.newSet(cfgs); err != nil {
+			writeError(ctx, errInvalid(err.Error()))
+			return
+		}
+		fresh.expect = body.NewModelRef
+		p.healthLoop(fresh, s.stop, s.cfg.Health, &s.bgWG)
+		target = fresh
 	}
 	deadline := time.Now().Add(timeout)
 	var why string
 	for {
-		why = p.verifyModel(body.NewModelRef, time.Until(deadline))
+		why = p.verifyModel(target, body.NewModelRef, time.Until(deadline))
+		if why == "" && fresh != nil {
+			// The set's own health loop must have admitted every replica too
+			// (same version, model): dispatch picks ready replicas only.
+			for _, r := range fresh.replicas {
+				if !r.Ready() {
+					why = "replica " + r.ID + " has not passed its health check"
+					if e := fresh.states[r.Index].lastError.Load(); e != nil && *e != "" {
+						why += ": " + *e
+					}
+					break
+				}
+			}
+		}
 		if why == "" || time.Now().After(deadline) {
 			break
 		}
 		select {
 		case <-time.After(100 * time.Millisecond):
 		case <-s.stop:
-			conflict("orchd is shutting down")
-			return
+			why = "orchd is shutting down"
+			deadline = time.Now()
 		}
 	}
 	if why != "" {
-		conflict("new replica set not verified within " + time.Duration(timeout).String() + ": " + why)
+		if fresh != nil {
+			fresh.close()
+			for _, r := range fresh.replicas {
+				p.byRep.Delete(r)
+			}
+		}
+		conflict("new replica set not verified within " + timeout.String() + ": " + why)
 		return
 	}
 	old := p.model()
 	p.models.Store(&poolModels{model: body.NewModelRef, engineModel: body.NewModelRef})
-	s.log.Info("pool reloaded", zap.String("pool_id", p.id), zap.String("from_model", old), zap.String("to_model", body.NewModelRef))
+	if fresh != nil {
+		p.everReady.Store(true)
+		p.cur.Store(fresh) // the atomic switch: dispatch picks from here on
+		s.bgWG.Add(1)
+		go func() {
+			defer s.bgWG.Done()
+			defer recoverLog(p.log, "retire replica set")
+			p.retire(cur, s.stop)
+		}()
+		p.signal()
+	}
+	s.log.Info("pool reloaded", zap.String("pool_id", p.id), zap.String("from_model", old), zap.String("to_model", body.NewModelRef),
+		zap.Int("replicas", len(target.replicas)), zap.Bool("new_replicas", fresh != nil))
+	s.events.publish(opsEvent{Type: "reload", PoolID: p.id, Model: body.NewModelRef, OK: ptr(true)})
 	writeJSON(ctx, fasthttp.StatusOK, s.replicaSet(p))
 }
 
-// verifyModel checks that every replica is healthy and reports model; "" when
-// all do, else the first reason one does not.
-func (p *pool) verifyModel(model string, within time.Duration) string {
-	for i, r := range p.replicas {
-		prober, ok := p.states[i].adapter.(engines.Prober)
+// sameReplicas reports whether a reload names exactly the current replicas.
+func sameReplicas(want []reloadReplica, cur []config.Replica) bool {
+	if len(want) != len(cur) {
+		return false
+	}
+	for i := range want {
+		if want[i].URL != cur[i].URL || (want[i].ID != "" && want[i].ID != cur[i].ID) {
+			return false
+		}
+	}
+	return true
+}
+
+// reloadReplicas builds the new set's replica configs; a replica keeping an
+// id keeps its configured slots and placement. msg explains a bad list.
+func reloadReplicas(want []reloadReplica, cur []config.Replica) ([]config.Replica, string) {
+	byID := make(map[string]config.Replica, len(cur))
+	for _, rc := range cur {
+		byID[rc.ID] = rc
+	}
+	seen := make(map[string]bool, len(want))
+	out := make([]config.Replica, 0, len(want))
+	for i, w := range want {
+		id := w.ID
+		if id == "" {
+			id = "r" + strconv.Itoa(i)
+		}
+		if seen[id] {
+			return nil, "replicas[" + strconv.Itoa(i) + "]: duplicate id " + strconv.Quote(id)
+		}
+		seen[id] = true
+		if w.URL == "" {
+			return nil, "replicas[" + strconv.Itoa(i) + "]: url is required"
+		}
+		rc := config.Replica{ID: id, URL: w.URL}
+		if old, ok := byID[id]; ok {
+			rc = old
+			rc.URL = w.URL
+		}
+		if w.Slots != nil {
+			if *w.Slots <= 0 {
+				return nil, "replicas[" + strconv.Itoa(i) + "]: slots must be > 0"
+			}
+			rc.Slots = *w.Slots
+		}
+		out = append(out, rc)
+	}
+	return out, ""
+}
+
+// verifyModel checks that every replica of rs is healthy and reports model;
+// "" when all do, else the first reason one does not.
+func (p *pool) verifyModel(rs *replicaSet, model string, within time.Duration) string {
+	for i, r := range rs.replicas {
+		prober, ok := rs.states[i].adapter.(engines.Prober)
 		if !ok {
 			return "replica " + r.ID + ": its engine cannot report a model, so it cannot be verified"
 		}

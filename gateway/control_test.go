@@ -1,12 +1,16 @@
 package gateway
 
 import (
+	"bufio"
+	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/llama-orch/llama-orch/engines/fake"
 	"github.com/llama-orch/llama-orch/gateway/config"
+	"github.com/llama-orch/llama-orch/sse"
 )
 
 // TestControlPlane: replica sets, pool health, capabilities and drain
@@ -67,8 +71,8 @@ func TestReplicaSetHoldsOutOtherVersions(t *testing.T) {
 	e := newEnvPartial(t, func(c *config.Config) { c.Pools[0].Replicas[0].Slots = 1 },
 		fake.Options{EngineVersion: "b1"}, fake.Options{EngineVersion: "b2", Load: 300 * time.Millisecond}) // r0 reports first: its version defines the set
 	p := e.srv.pools[0]
-	eventually(t, "r0 ready", func() bool { return p.replicas[0].Ready() })
-	eventually(t, "r1 held out", func() bool { return p.states[1].heldOut.Load() })
+	eventually(t, "r0 ready", func() bool { return p.set().replicas[0].Ready() })
+	eventually(t, "r1 held out", func() bool { return p.set().states[1].heldOut.Load() })
 	rs := e.do("GET", "/v1/replicasets", testKey, "").json(t)["replicasets"].([]any)[0].(map[string]any)
 	r1 := rs["replicas"].([]any)[1].(map[string]any)
 	if r1["state"] != "held_out" || rs["engine_version"] != "b1" {
@@ -82,8 +86,8 @@ func TestReplicaSetHoldsOutOtherVersions(t *testing.T) {
 
 	m := newEnvPartial(t, func(c *config.Config) { c.Pools[0].EngineModel = "tiny.gguf" },
 		fake.Options{}, fake.Options{Model: "other.gguf"})
-	eventually(t, "r1 held out for its model", func() bool { return m.srv.pools[0].states[1].heldOut.Load() })
-	if m.srv.pools[0].replicas[1].Ready() {
+	eventually(t, "r1 held out for its model", func() bool { return m.srv.pools[0].set().states[1].heldOut.Load() })
+	if m.srv.pools[0].set().replicas[1].Ready() {
 		t.Fatal("a replica with the wrong model is ready")
 	}
 }
@@ -100,9 +104,18 @@ func TestReload(t *testing.T) {
 	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{maxTokens: 2}.body()); r.status != 202 {
 		t.Fatalf("old model after a refused reload: %d", r.status)
 	}
-	r = e.do("POST", "/v1/pools/p/reload", testKey, `{"new_model_ref":"tiny.gguf","replicas":[{"id":"x","url":"http://127.0.0.1:1"}]}`)
-	if r.status != 409 {
-		t.Fatalf("new replica list: %d %s", r.status, r.body)
+	r = e.do("POST", "/v1/pools/p/reload", testKey, `{"new_model_ref":"tiny.gguf","timeout_ms":300,"replicas":[{"id":"x","url":"http://127.0.0.1:1"}]}`)
+	if r.status != 409 || !strings.Contains(string(r.body), "replica x") {
+		t.Fatalf("unreachable new replica list: %d %s", r.status, r.body)
+	}
+	for _, bad := range []string{
+		`{"new_model_ref":"tiny.gguf","replicas":[{"id":"a","url":"http://127.0.0.1:2"},{"id":"a","url":"http://127.0.0.1:3"}]}`, // duplicate id
+		`{"new_model_ref":"tiny.gguf","replicas":[{"id":"a"}]}`,                                                                    // no url
+		`{"new_model_ref":"tiny.gguf","replicas":[{"id":"a","url":"ftp://x"}]}`,                                                    // not http
+	} {
+		if r := e.do("POST", "/v1/pools/p/reload", testKey, bad); r.status != 400 {
+			t.Fatalf("bad replica list %s: %d %s", bad, r.status, r.body)
+		}
 	}
 	r = e.do("POST", "/v1/pools/p/reload", testKey, `{"new_model_ref":"tiny.gguf","timeout_ms":2000}`)
 	if r.status != 200 || r.json(t)["model"] != "tiny.gguf" {
@@ -119,3 +132,183 @@ func TestReload(t *testing.T) {
 		t.Fatalf("data key: %d", r.status)
 	}
 }
+
+// TestReloadNewReplicaSet: a reload naming new replicas builds a new set,
+// proves it healthy with the new model, then switches atomically; a task
+// streaming on the old set finishes there, new tasks go to the new set, and
+// the old set's adapters are released once it is idle.
+func TestReloadNewReplicaSet(t *testing.T) {
+	e := newEnv(t, nil, fake.Options{Slots: 2, ITL: 2 * time.Millisecond}, fake.Options{Slots: 2, ITL: 2 * time.Millisecond})
+	feed := e.openEvents(t, testKey)
+	defer feed.close()
+
+	var next []*fake.Server
+	for range 2 {
+		f, err := fake.New(fake.Options{Slots: 3, Model: "next.gguf"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Start("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = f.Close() })
+		next = append(next, f)
+	}
+	// A task streams on the old set across the switch.
+	long := newID()
+	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: long, maxTokens: 300}.body()); r.status != 202 {
+		t.Fatalf("enqueue: %d %s", r.status, r.body)
+	}
+	st := e.openStream(long, testKey)
+	eventually(t, "the long task to run", func() bool { return e.fakes[0].InFlight()+e.fakes[1].InFlight() == 1 })
+
+	body := `{"new_model_ref":"next.gguf","timeout_ms":5000,"replicas":[{"id":"n0","url":"` + next[0].URL() + `"},{"id":"r1","url":"` + next[1].URL() + `"}]}`
+	r := e.do("POST", "/v1/pools/p/reload", testKey, body)
+	if r.status != 200 {
+		t.Fatalf("reload: %d %s", r.status, r.body)
+	}
+	set := r.json(t)
+	reps := set["replicas"].([]any)
+	if set["model"] != "next.gguf" || len(reps) != 2 || reps[0].(map[string]any)["url"] != next[0].URL() ||
+		reps[1].(map[string]any)["id"] != "r1" || reps[0].(map[string]any)["state"] != "ready" {
+		t.Fatalf("reloaded set: %s", r.body)
+	}
+	evs := st.all(t)
+	if last := evs[len(evs)-1]; last.name != "end" || len(tokens(t, evs)) != 300 {
+		t.Fatalf("task across the switch: %d events, last %s %v", len(evs), last.name, last.data)
+	}
+	// New work goes to the new set only.
+	oldReqs := e.fakes[0].Requests() + e.fakes[1].Requests()
+	for range 4 {
+		nb := strings.Replace(taskSpec{maxTokens: 3}.body(), `"model_ref":"m"`, `"model_ref":"next.gguf"`, 1)
+		s := e.postStream(nb).all(t)
+		if last := s[len(s)-1]; last.name != "end" {
+			t.Fatalf("task on the new set: %s %v", last.name, last.data)
+		}
+	}
+	if got := e.fakes[0].Requests() + e.fakes[1].Requests(); got != oldReqs {
+		t.Fatalf("old replicas got %d more requests after the switch", got-oldReqs)
+	}
+	if next[0].Requests()+next[1].Requests() < 4 {
+		t.Fatalf("new replicas served %d requests", next[0].Requests()+next[1].Requests())
+	}
+	// The old set is retired once idle: no state is kept for its replicas.
+	eventually(t, "the old set to be released", func() bool {
+		n := 0
+		e.srv.pools[0].byRep.Range(func(any, any) bool { n++; return true })
+		return n == 2
+	})
+	feed.waitFor(t, func(ev event) bool { return ev.name == "reload" && ev.data["ok"] == true && ev.data["model"] == "next.gguf" })
+}
+
+// TestEventsAndUISession: the ops feed and the ops page's cookie: the cookie
+// authenticates control reads only, never data endpoints or state changes.
+func TestEventsAndUISession(t *testing.T) {
+	e := newEnv(t, nil, fake.Options{}, fake.Options{})
+	if r := e.do("GET", "/v1/events", "sk-other", ""); r.status != 403 {
+		t.Fatalf("events with a data key: %d", r.status)
+	}
+	if r := e.do("POST", "/v1/ui/session", "", ""); r.status != 401 {
+		t.Fatalf("ui session without a key: %d", r.status)
+	}
+	if r := e.do("POST", "/v1/ui/session", "sk-other", ""); r.status != 403 {
+		t.Fatalf("ui session with a data key: %d", r.status)
+	}
+	r := e.do("POST", "/v1/ui/session", "sk-ctl", "")
+	if r.status != 204 {
+		t.Fatalf("ui session: %d %s", r.status, r.body)
+	}
+	c := r.header.Get("Set-Cookie")
+	for _, want := range []string{"orchd_ui=", "httponly", "samesite=strict", "path=/"} {
+		if !strings.Contains(strings.ToLower(c), strings.ToLower(want)) {
+			t.Fatalf("cookie %q lacks %s", c, want)
+		}
+	}
+	cookie := strings.SplitN(c, ";", 2)[0]
+	if r := e.do("GET", "/v1/replicasets", "", "", "Cookie", cookie); r.status != 200 {
+		t.Fatalf("replicasets with the cookie: %d %s", r.status, r.body)
+	}
+	if r := e.do("GET", "/v1/replicasets", "", "", "Cookie", "orchd_ui=forged"); r.status != 401 {
+		t.Fatalf("forged cookie: %d", r.status)
+	}
+	if r := e.do("POST", "/v1/pools/p/drain", "", `{"deadline_ms":1}`, "Cookie", cookie); r.status != 401 {
+		t.Fatalf("drain with only the cookie: %d", r.status)
+	}
+	if r := e.do("POST", "/v1/tasks", "", taskSpec{}.body(), "Cookie", cookie); r.status != 401 {
+		t.Fatalf("data endpoint with only the cookie: %d", r.status)
+	}
+	// The feed, by cookie: a drain shows up as an event.
+	feed := e.openEvents(t, "", "Cookie", cookie)
+	defer feed.close()
+	if r := e.do("POST", "/v1/pools/p/drain", "sk-ctl", `{"deadline_ms":60000}`); r.status != 202 {
+		t.Fatalf("drain: %d", r.status)
+	}
+	ev := feed.waitFor(t, func(ev event) bool { return ev.name == "drain" })
+	if ev.data["pool_id"] != "p" || ev.data["deadline_ms"].(float64) != 60000 || ev.data["at"] == "" {
+		t.Fatalf("drain event: %v", ev.data)
+	}
+}
+
+// events is an open ops feed.
+type events struct {
+	s  *stream
+	ch chan event
+}
+
+func (e *env) openEvents(t *testing.T, key string, hdr ...string) *events {
+	t.Helper()
+	req, _ := http.NewRequest("GET", e.url+"/v1/events", nil)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := e.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("events: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	f := &events{s: &stream{res: res, rd: sse.NewReader(bufio.NewReader(res.Body), 0)}, ch: make(chan event, 1024)}
+	go func() {
+		defer close(f.ch)
+		var fr sse.Frame
+		for f.s.rd.Next(&fr) == nil {
+			if fr.Comment {
+				continue
+			}
+			ev := event{id: string(fr.ID), name: string(fr.Event), raw: string(fr.Data)}
+			if json.Unmarshal(fr.Data, &ev.data) != nil {
+				return // waitFor then reports the feed ended
+			}
+			f.ch <- ev
+		}
+	}()
+	hello := f.waitFor(t, func(event) bool { return true })
+	if hello.name != "hello" {
+		t.Fatalf("first event %q, want hello", hello.name)
+	}
+	return f
+}
+
+func (f *events) waitFor(t *testing.T, match func(event) bool) event {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev, ok := <-f.ch:
+			if !ok {
+				t.Fatal("events feed ended")
+			}
+			if match(ev) {
+				return ev
+			}
+		case <-timeout:
+			t.Fatal("timed out waiting for an ops event")
+		}
+	}
+}
+
+func (f *events) close() { _ = f.s.res.Body.Close() }

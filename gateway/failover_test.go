@@ -18,7 +18,7 @@ func sessionOn(t *testing.T, e *env, idx int) string {
 	p := e.srv.pools[0]
 	for i := 0; i < 1000; i++ {
 		sess := newID()
-		if p.ring.Pick(balancer.KeyOf(sess), nil, p.affinity) == p.replicas[idx] {
+		if p.set().ring.Pick(balancer.KeyOf(sess), nil, p.affinity) == p.set().replicas[idx] {
 			return sess
 		}
 	}
@@ -52,7 +52,7 @@ func TestRetryBeforeFirstToken(t *testing.T) {
 			}
 			e.metricEventually(t, `task_retries_total{engine="llamacpp",why="retry"} 1`)
 			eventually(t, "slots released", func() bool {
-				return e.srv.pools[0].replicas[0].InFlight() == 0 && e.srv.pools[0].replicas[1].InFlight() == 0
+				return e.srv.pools[0].set().replicas[0].InFlight() == 0 && e.srv.pools[0].set().replicas[1].InFlight() == 0
 			})
 		})
 	}
@@ -125,7 +125,7 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 			t.Fatalf("task %d: %s", i, names(evs))
 		}
 	}
-	eventually(t, "the breaker to open", func() bool { return p.breakerState(0) == "open" })
+	eventually(t, "the breaker to open", func() bool { return p.set().replicas[0].BreakerState().String() == "open" })
 	e.metricEventually(t, `breaker_transitions_total{pool_id="p",replica_id="r0",to="open"} 1`)
 	e.metricEventually(t, `breaker_state{pool_id="p",replica_id="r0"} 2`)
 	rs := e.do("GET", "/v1/replicasets", testKey, "").json(t)["replicasets"].([]any)[0].(map[string]any)
@@ -148,6 +148,6 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 		t.Skipf("cannot rebind %s: %v", addr, err)
 	}
 	e.fakes[0] = healthy
-	eventually(t, "the breaker to close", func() bool { return p.breakerState(0) == "closed" })
+	eventually(t, "the breaker to close", func() bool { return p.set().replicas[0].BreakerState().String() == "closed" })
 	e.metricEventually(t, `to="closed"`)
 }

@@ -42,8 +42,9 @@ func estimatePromptTokens(prompt string, charsPerToken float64) int {
 // estimate.
 func (s *Server) promptTokens(p *pool, prompt string) int {
 	if s.cfg.Admission.Tokenize == "engine" {
-		for i, r := range p.replicas {
-			tk, ok := p.states[i].adapter.(engines.Tokenizer)
+		rs := p.set()
+		for i, r := range rs.replicas {
+			tk, ok := rs.states[i].adapter.(engines.Tokenizer)
 			if !ok || !r.Ready() {
 				continue
 			}

@@ -112,8 +112,8 @@ pools:
 	return e
 }
 
-func testAdapter(engine, url string) (engines.Adapter, error) {
-	a, err := llamacpp.New(url, llamacpp.Options{})
+func testAdapter(pc config.Pool, rc config.Replica) (engines.Adapter, error) {
+	a, err := llamacpp.New(rc.URL, llamacpp.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +149,7 @@ func (e *env) waitReady() {
 	for i := 0; i < 500; i++ {
 		all := true
 		for _, p := range e.srv.pools {
-			for _, r := range p.replicas {
+			for _, r := range p.set().replicas {
 				all = all && r.Ready()
 			}
 		}

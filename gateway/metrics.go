@@ -196,7 +196,7 @@ func (m *gwMetrics) registerPoolGauges(pools []*pool) {
 				metrics.WriteGaugeUint64(w, fmt.Sprintf(`queue_depth{engine=%q,engine_version=%q,pool_id=%q,priority=%q}`,
 					p.engine, ver, pid, prio), uint64(p.queue.LenPriority(prio)))
 			}
-			for _, r := range p.replicas {
+			for _, r := range p.set().replicas {
 				rid := m.replicaID.value(r.ID)
 				metrics.WriteGaugeUint64(w, fmt.Sprintf(`replica_inflight{engine=%q,pool_id=%q,replica_id=%q}`, p.engine, pid, rid), uint64(max(r.InFlight(), 0)))
 				metrics.WriteGaugeUint64(w, fmt.Sprintf(`replica_slots{engine=%q,pool_id=%q,replica_id=%q}`, p.engine, pid, rid), uint64(r.Slots()))

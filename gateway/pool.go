@@ -16,8 +16,8 @@ import (
 	"github.com/llama-orch/llama-orch/gateway/config"
 )
 
-// AdapterFactory makes the adapter for one replica of an engine.
-type AdapterFactory func(engine, url string) (engines.Adapter, error)
+// AdapterFactory makes the adapter for one replica of a pool.
+type AdapterFactory func(pool config.Pool, replica config.Replica) (engines.Adapter, error)
 
 // replicaState is what the gateway knows of a replica beyond the balancer's
 // atomics: its adapter and what the engine reported.
@@ -27,36 +27,73 @@ type replicaState struct {
 	engineVersion atomic.Pointer[string]
 	ctxMax        atomic.Int64 // engine-reported per-request context, 0 = unknown
 	lastError     atomic.Pointer[string]
-	heldOut       atomic.Bool // reports a different engine_version or model than its set
-	okRun, badRun int         // health streaks, touched only by the health loop
+	heldOut       atomic.Bool                  // reports a different engine_version or model than its set
+	okRun, badRun int                          // health streaks, touched only by the health loop
+	load          atomic.Pointer[engines.Load] // last engine-reported load (nil = none)
+}
+
+// replicaSet is a pool's replicas at one time: a reload with a new replica
+// list builds a new set, proves it healthy, and switches the pool to it
+// atomically (SPEC §9); tasks running on the old set finish there. A set
+// never changes after it is built, so replica indexes stay valid.
+type replicaSet struct {
+	cfgs     []config.Replica
+	replicas []*balancer.Replica
+	states   []*replicaState
+	ring     *balancer.Ring // consistent hashing with bounded loads over the replicas
+	// version is the set's engine_version: the first one a ready replica
+	// reported; replicas reporting another are held out (SPEC §5).
+	version atomic.Pointer[string]
+	stop    chan struct{} // ends the set's health loops
+	once    sync.Once
+	// expect is the model a set being reloaded in must report ("" = the
+	// pool's engine_model).
+	expect string
+}
+
+// has reports whether r belongs to rs.
+func (rs *replicaSet) has(r *balancer.Replica) bool {
+	return r != nil && r.Index >= 0 && r.Index < len(rs.replicas) && rs.replicas[r.Index] == r
+}
+
+// halt stops the set's health loops.
+func (rs *replicaSet) halt() { rs.once.Do(func() { close(rs.stop) }) }
+
+func (rs *replicaSet) close() {
+	rs.halt()
+	for _, st := range rs.states {
+		if c, ok := st.adapter.(engines.Closer); ok {
+			_ = c.Close()
+		}
+	}
 }
 
 // pool is one configured pool at run time.
 type pool struct {
-	cfg      config.Pool
-	id       string
-	engine   string
-	log      *zap.Logger
-	replicas []*balancer.Replica
-	states   []*replicaState
-	policy   balancer.Policy
-	queue    *admission.Queue[*task]
-	wake     chan struct{}
+	cfg    config.Pool
+	id     string
+	engine string
+	log    *zap.Logger
+	deps   poolDeps
+	cur    atomic.Pointer[replicaSet]
+	byRep  sync.Map // *balancer.Replica → *replicaState, for every live set
+	policy balancer.Policy
+	queue  *admission.Queue[*task]
+	wake   chan struct{}
 
-	runMu   sync.Mutex
-	running map[*task]struct{} // for the watchdog
+	reloadMu sync.Mutex // one reload at a time
+	runMu    sync.Mutex
+	running  map[*task]struct{} // for the watchdog
 
 	// models are the served model name and the engine_model replicas must
 	// report; a reload switches both atomically.
 	models atomic.Pointer[poolModels]
 
-	everReady  atomic.Bool
-	setVersion atomic.Pointer[string] // the replica set's engine_version
-	draining   atomic.Bool            // POST /v1/pools/{id}/drain: no new admissions
-	ttft       ttftWindow             // recent times to first token (/v1/replicasets)
-	ring       *balancer.Ring         // consistent hashing with bounded loads over the replicas
-	affinity   float64                // its load factor
-	ttftSLO    time.Duration          // first token slower than this counts against the replica (0 = off)
+	everReady atomic.Bool
+	draining  atomic.Bool   // POST /v1/pools/{id}/drain: no new admissions
+	ttft      ttftWindow    // recent times to first token (/v1/replicasets)
+	affinity  float64       // the ring's load factor
+	ttftSLO   time.Duration // first token slower than this counts against the replica (0 = off)
 
 	// est holds the pool's measured service times and drain rates.
 	est     estimator
@@ -72,10 +109,12 @@ type poolDeps struct {
 	factory      AdapterFactory
 	log          *zap.Logger
 	onTransition func(p *pool, r *balancer.Replica, from, to balancer.State)
+	// onReady is told when a replica turns ready or unready (ops events).
+	onReady func(p *pool, r *balancer.Replica, ready bool, cause string)
 }
 
 func newPool(cfg config.Pool, d poolDeps) (*pool, error) {
-	weights, factory, log := d.weights, d.factory, d.log
+	weights, log := d.weights, d.log
 	qcfg := admission.Config{
 		Capacity: cfg.Queue.Capacity,
 		Policy:   cfg.Queue.FullPolicy,
@@ -105,11 +144,28 @@ func newPool(cfg config.Pool, d poolDeps) (*pool, error) {
 			p.weights[i] = 1
 		}
 	}
-	for i, rc := range cfg.Replicas {
-		a, err := factory(cfg.Engine, rc.URL)
+	p.deps = d
+	rs, err := p.newSet(cfg.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	p.cur.Store(rs)
+	p.models.Store(&poolModels{model: cfg.Model, engineModel: cfg.EngineModel})
+	p.affinity = d.affinity
+	p.ttftSLO = time.Duration(d.ttftSLOMs) * time.Millisecond
+	return p, nil
+}
+
+// newSet builds a replica set from cfgs: adapters, breakers and the ring.
+// Its health loops are not started.
+func (p *pool) newSet(cfgs []config.Replica) (*replicaSet, error) {
+	d := p.deps
+	rs := &replicaSet{cfgs: cfgs, stop: make(chan struct{})}
+	for i, rc := range cfgs {
+		a, err := d.factory(p.cfg, rc)
 		if err != nil {
-			p.close()
-			return nil, fmt.Errorf("pool %s replica %s: %w", cfg.ID, rc.ID, err)
+			rs.close()
+			return nil, fmt.Errorf("pool %s replica %s: %w", p.id, rc.ID, err)
 		}
 		slots := rc.Slots
 		if slots <= 0 {
@@ -128,22 +184,56 @@ func newPool(cfg config.Pool, d poolDeps) (*pool, error) {
 				}
 			},
 		})
-		p.replicas = append(p.replicas, r)
-		p.states = append(p.states, &replicaState{adapter: a, configSlots: rc.Slots})
+		st := &replicaState{adapter: a, configSlots: rc.Slots}
+		rs.replicas = append(rs.replicas, r)
+		rs.states = append(rs.states, st)
 	}
-	p.models.Store(&poolModels{model: cfg.Model, engineModel: cfg.EngineModel})
-	p.ring = balancer.NewRing(p.replicas, 0)
-	p.affinity = d.affinity
-	p.ttftSLO = time.Duration(d.ttftSLOMs) * time.Millisecond
-	return p, nil
+	for i, r := range rs.replicas {
+		p.byRep.Store(r, rs.states[i])
+	}
+	rs.ring = balancer.NewRing(rs.replicas, 0)
+	return rs, nil
+}
+
+// set is the pool's current replica set.
+func (p *pool) set() *replicaSet { return p.cur.Load() }
+
+// stateOf is r's state, in whichever live set r belongs to.
+func (p *pool) stateOf(r *balancer.Replica) *replicaState {
+	if v, ok := p.byRep.Load(r); ok {
+		return v.(*replicaState)
+	}
+	panic("BUG: gateway: replica " + r.ID + " of pool " + p.id + " has no state")
+}
+
+// retire releases an old set once the tasks still running on it are done
+// (or stop closes): its health loops end and its adapters close.
+func (p *pool) retire(rs *replicaSet, stop <-chan struct{}) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		busy := false
+		for _, r := range rs.replicas {
+			busy = busy || r.InFlight() > 0
+		}
+		if !busy {
+			break
+		}
+		select {
+		case <-stop:
+		case <-tick.C:
+			continue
+		}
+		break
+	}
+	rs.close()
+	for _, r := range rs.replicas {
+		p.byRep.Delete(r)
+	}
 }
 
 func (p *pool) close() {
-	for _, st := range p.states {
-		if c, ok := st.adapter.(engines.Closer); ok {
-			_ = c.Close()
-		}
-	}
+	p.set().close()
 }
 
 // signal wakes the dispatcher.
@@ -160,7 +250,7 @@ func (p *pool) readiness() *APIError {
 	if p.draining.Load() {
 		return &APIError{Code: CodePoolUnready, Message: "pool " + p.id + " is draining and admits no new tasks", PoolID: p.id, Engine: p.engine, RetryAfterMs: 5000}
 	}
-	for _, r := range p.replicas {
+	for _, r := range p.set().replicas {
 		if r.Ready() {
 			return nil
 		}
@@ -178,7 +268,7 @@ func (p *pool) readiness() *APIError {
 func (p *pool) ready() bool { return p.readiness() == nil }
 
 func (p *pool) lastError() string {
-	for _, st := range p.states {
+	for _, st := range p.set().states {
 		if e := st.lastError.Load(); e != nil && *e != "" {
 			return *e
 		}
@@ -190,8 +280,9 @@ func (p *pool) lastError() string {
 // smaller per-slot context (SPEC §13).
 func (p *pool) ctxLimit() int {
 	limit := p.cfg.Ctx
-	for i, st := range p.states {
-		if !p.replicas[i].Ready() {
+	rs := p.set()
+	for i, st := range rs.states {
+		if !rs.replicas[i].Ready() {
 			continue
 		}
 		if c := int(st.ctxMax.Load()); c > 0 && c < limit {
@@ -204,7 +295,7 @@ func (p *pool) ctxLimit() int {
 // engineVersion is the version reported by the pool's replicas ("-" before
 // any reported one).
 func (p *pool) engineVersion() string {
-	for _, st := range p.states {
+	for _, st := range p.set().states {
 		if v := st.engineVersion.Load(); v != nil && *v != "" {
 			return *v
 		}
@@ -212,8 +303,9 @@ func (p *pool) engineVersion() string {
 	return unknownLabel
 }
 
-func (p *pool) replicaVersion(i int) string {
-	if v := p.states[i].engineVersion.Load(); v != nil && *v != "" {
+// replicaVersion is the engine_version r reported ("unknown" before any).
+func (p *pool) replicaVersion(r *balancer.Replica) string {
+	if v := p.stateOf(r).engineVersion.Load(); v != nil && *v != "" {
 		return *v
 	}
 	return "unknown"
@@ -221,7 +313,7 @@ func (p *pool) replicaVersion(i int) string {
 
 // capacity returns total and free slots over ready replicas.
 func (p *pool) capacity() (total, free int) {
-	for _, r := range p.replicas {
+	for _, r := range p.set().replicas {
 		if !r.Ready() {
 			continue
 		}
@@ -275,7 +367,7 @@ func (p *pool) dispatch(stop <-chan struct{}, prefer func(t *task) *balancer.Rep
 func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(t *task, r *balancer.Replica, done func(bool))) {
 	defer recoverLog(p.log, "dispatcher")
 	for {
-		if p.policy.Pick(p.replicas, nil) == nil {
+		if p.policy.Pick(p.set().replicas, nil) == nil {
 			return // no free slot: a Release will wake us
 		}
 		e, ok := p.queue.Pop()
@@ -379,9 +471,9 @@ func (p *pool) overdue(t *task, now time.Time) (ae *APIError, kind abortReason) 
 	return ae, kind
 }
 
-// healthLoop probes every replica until stop closes.
-func (p *pool) healthLoop(stop <-chan struct{}, hc config.Health, wg *sync.WaitGroup) {
-	for i := range p.replicas {
+// healthLoop probes every replica of rs until stop or rs.stop closes.
+func (p *pool) healthLoop(rs *replicaSet, stop <-chan struct{}, hc config.Health, wg *sync.WaitGroup) {
+	for i := range rs.replicas {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
@@ -393,22 +485,24 @@ func (p *pool) healthLoop(stop <-chan struct{}, hc config.Health, wg *sync.WaitG
 				select {
 				case <-stop:
 					return
+				case <-rs.stop:
+					return
 				case <-t.C:
 				}
-				p.probe(i, hc)
+				p.probe(rs, i, hc)
 				t.Reset(interval)
 			}
 		}(i)
 	}
 }
 
-// probe runs one health check of replica i and updates its state.
-func (p *pool) probe(i int, hc config.Health) {
-	r, st := p.replicas[i], p.states[i]
+// probe runs one health check of replica i of rs and updates its state.
+func (p *pool) probe(rs *replicaSet, i int, hc config.Health) {
+	r, st := rs.replicas[i], rs.states[i]
 	prober, ok := st.adapter.(engines.Prober)
 	if !ok {
 		// An adapter with no health endpoint is taken as ready.
-		p.setReady(i, true, "")
+		p.setReady(rs, i, true, "")
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(hc.TimeoutMs)*time.Millisecond)
@@ -418,13 +512,13 @@ func (p *pool) probe(i int, hc config.Health) {
 	if err != nil {
 		st.okRun, st.badRun = 0, st.badRun+1
 		if r.Ready() && st.badRun >= hc.UnhealthyAfter || !r.Ready() {
-			p.setReady(i, false, err.Error())
+			p.setReady(rs, i, false, err.Error())
 		}
 		return
 	}
 	st.okRun, st.badRun = st.okRun+1, 0
 	if r.Ready() {
-		p.scrapeLoad(ctx, i)
+		p.scrapeLoad(ctx, rs, i)
 		return
 	}
 	if st.okRun < hc.HealthyAfter {
@@ -444,7 +538,7 @@ func (p *pool) probe(i int, hc config.Health) {
 		}
 		v := props.EngineVersion
 		st.engineVersion.Store(&v)
-		if why := p.holdOut(props); why != "" {
+		if why := p.holdOut(rs, props); why != "" {
 			// Not mixed into the set (SPEC §5): reported, kept out of
 			// selection, re-checked at every probe.
 			st.heldOut.Store(true)
@@ -453,34 +547,38 @@ func (p *pool) probe(i int, hc config.Health) {
 					p.log.Warn("replica held out of its replica set", zap.String("replica_id", r.ID), zap.String("cause", why))
 				}
 			}
-			p.setReady(i, false, why)
+			p.setReady(rs, i, false, why)
 			st.okRun = 0
 			return
 		}
 		st.heldOut.Store(false)
 	}
-	p.replicas[i].ClearEngineLoad() // a restarted engine: forget its old load
-	p.scrapeLoad(ctx, i)
-	p.setReady(i, true, "")
+	r.ClearEngineLoad() // a restarted engine: forget its old load
+	p.scrapeLoad(ctx, rs, i)
+	p.setReady(rs, i, true, "")
 }
 
 // holdOut says why a replica reporting props may not join the pool's replica
 // set: a model other than the pool's engine_model, or an engine_version other
 // than the set's (the first version a ready replica reported). "" = it fits.
-func (p *pool) holdOut(props engines.Props) string {
-	if want := p.engineModel(); want != "" && props.Model != want {
+func (p *pool) holdOut(rs *replicaSet, props engines.Props) string {
+	want := rs.expect
+	if want == "" {
+		want = p.engineModel()
+	}
+	if want != "" && props.Model != want {
 		return "engine reports model " + strconv.Quote(props.Model) + ", pool " + p.id + " expects engine_model " + strconv.Quote(want)
 	}
 	if props.EngineVersion == "" {
 		return ""
 	}
-	set := p.setVersion.Load()
+	set := rs.version.Load()
 	if set == nil {
 		v := props.EngineVersion
-		if p.setVersion.CompareAndSwap(nil, &v) {
+		if rs.version.CompareAndSwap(nil, &v) {
 			return ""
 		}
-		set = p.setVersion.Load()
+		set = rs.version.Load()
 	}
 	if *set != props.EngineVersion {
 		return "engine_version " + strconv.Quote(props.EngineVersion) + " differs from the replica set's " + strconv.Quote(*set)
@@ -490,39 +588,42 @@ func (p *pool) holdOut(props engines.Props) string {
 
 // scrapeLoad reads the engine's own load gauges, off the request path
 // (after each health probe of a ready replica).
-func (p *pool) scrapeLoad(ctx context.Context, i int) {
-	sc, ok := p.states[i].adapter.(engines.LoadScraper)
+func (p *pool) scrapeLoad(ctx context.Context, rs *replicaSet, i int) {
+	r, st := rs.replicas[i], rs.states[i]
+	sc, ok := st.adapter.(engines.LoadScraper)
 	if !ok {
 		return
 	}
-	proc, def, err := sc.ScrapeLoad(ctx)
+	l, err := sc.ScrapeLoad(ctx)
 	if err != nil {
 		// No signal (llama.cpp without --metrics, or the scrape failed): drop
 		// the last one rather than steer by a stale count.
-		p.replicas[i].ClearEngineLoad()
+		r.ClearEngineLoad()
+		st.load.Store(nil)
 		return
 	}
-	p.replicas[i].SetEngineLoad(proc, def) // blended into the replica's score
+	st.load.Store(&l)
+	r.SetEngineLoad(l.Processing, l.Deferred) // blended into the replica's score
 }
 
-// breakerState is replica i's circuit breaker state for the control plane.
-func (p *pool) breakerState(i int) string {
-	return p.replicas[i].BreakerState().String()
-}
-
-func (p *pool) setReady(i int, ok bool, cause string) {
-	r, st := p.replicas[i], p.states[i]
+func (p *pool) setReady(rs *replicaSet, i int, ok bool, cause string) {
+	r, st := rs.replicas[i], rs.states[i]
 	st.lastError.Store(&cause)
 	if r.Ready() == ok {
 		return
 	}
 	r.SetReady(ok)
 	if ok {
-		p.everReady.Store(true)
-		p.log.Info("replica ready", zap.String("replica_id", r.ID), zap.String("engine_version", p.replicaVersion(i)), zap.Int("slots", r.Slots()))
+		if p.set() == rs {
+			p.everReady.Store(true)
+		}
+		p.log.Info("replica ready", zap.String("replica_id", r.ID), zap.String("engine_version", p.replicaVersion(r)), zap.Int("slots", r.Slots()))
 		p.signal()
 	} else {
 		p.log.Warn("replica not ready", zap.String("replica_id", r.ID), zap.String("cause", cause))
+	}
+	if p.deps.onReady != nil && p.set() == rs {
+		p.deps.onReady(p, r, ok, cause)
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 
 // interruptible reports whether every replica of p can be hard-preempted.
 func (p *pool) interruptible() bool {
-	for _, st := range p.states {
+	for _, st := range p.set().states {
 		i, ok := st.adapter.(engines.Interruptible)
 		if !ok || !i.InterruptibleDecode() {
 			return false

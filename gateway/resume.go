@@ -150,7 +150,7 @@ func (s *Server) endLocked(t *task, ae *APIError) {
 
 // hasUntried reports whether a ready replica of p has not failed the task.
 func (p *pool) hasUntried(tried map[*balancer.Replica]bool) bool {
-	for _, r := range p.replicas {
+	for _, r := range p.set().replicas {
 		if r.Ready() && !tried[r] {
 			return true
 		}
@@ -164,16 +164,20 @@ func (p *pool) pickFor(t *task, prefer *balancer.Replica) *balancer.Replica {
 	t.mu.Lock()
 	tried := t.tried
 	t.mu.Unlock()
+	rs := p.set()
+	if !rs.has(prefer) {
+		prefer = nil // the session's replica left the pool in a reload
+	}
 	if len(tried) == 0 {
 		// Session affinity: the last good replica, else consistent hashing
 		// with bounded loads, so gateways with one config choose alike.
-		return p.ring.Pick(balancer.KeyOf(t.sessionID), prefer, p.affinity)
+		return rs.ring.Pick(balancer.KeyOf(t.sessionID), prefer, p.affinity)
 	}
 	if prefer != nil && !tried[prefer] && prefer.Available() {
 		return prefer
 	}
 	var best *balancer.Replica
-	for _, r := range p.replicas {
+	for _, r := range rs.replicas {
 		if tried[r] || !r.Available() {
 			continue
 		}
@@ -202,7 +206,7 @@ func (s *Server) abortError(t *task) *APIError {
 	}
 	l := seriesLabels{engine: p.engine, poolID: p.id}
 	if r != nil {
-		l.engineVersion, l.replicaID = p.replicaVersion(r.Index), r.ID
+		l.engineVersion, l.replicaID = p.replicaVersion(r), r.ID
 	}
 	s.metrics.canceled(l, reasonWatchdog)
 	return ae
@@ -249,6 +253,7 @@ func (s *Server) breakerTransition(p *pool, r *balancer.Replica, from, to balanc
 		ce.Write(zap.String("pool_id", p.id), zap.String("replica_id", r.ID), zap.String("engine", p.engine),
 			zap.String("from", from.String()), zap.String("to", to.String()), zap.String("last_error", p.lastError()))
 	}
+	s.events.publish(opsEvent{Type: "breaker", PoolID: p.id, ReplicaID: r.ID, From: from.String(), To: to.String()})
 	if to == balancer.Closed {
 		p.signal() // its slots are selectable again
 	}

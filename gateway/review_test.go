@@ -23,7 +23,7 @@ func TestWatchdogIdle(t *testing.T) {
 		t.Fatalf("events %s, last %v", names(evs), last.data)
 	}
 	eventually(t, "the stalled slot to be freed", func() bool {
-		return e.fakes[0].InFlight() == 0 && e.srv.pools[0].replicas[0].InFlight() == 0
+		return e.fakes[0].InFlight() == 0 && e.srv.pools[0].set().replicas[0].InFlight() == 0
 	})
 	eventually(t, "the watchdog cancel to be counted", func() bool {
 		var sb strings.Builder
@@ -113,13 +113,13 @@ pools:
 	if err != nil || config.HasErrors(problems) {
 		t.Fatal(err, problems)
 	}
-	srv, err := New(cfg, Options{NewAdapter: func(string, string) (engines.Adapter, error) { return panicky{}, nil }})
+	srv, err := New(cfg, Options{NewAdapter: func(config.Pool, config.Replica) (engines.Adapter, error) { return panicky{}, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Shutdown(context.Background()) //nolint:errcheck
 	p := srv.pools[0]
-	p.setReady(0, true, "")
+	p.setReady(p.set(), 0, true, "")
 	for i := 0; i < 3; i++ {
 		tk := &task{key: taskKey{"t1", newID()}, pool: p, log: tasklog.New()}
 		if _, _, ae := srv.quotas.acquire("t1"); ae != nil {
@@ -130,7 +130,7 @@ pools:
 		srv.tasks.add(tk)
 		tk.mu.Unlock()
 		p.signal()
-		eventually(t, "the task to end", func() bool { return tk.log.Closed() && p.replicas[0].InFlight() == 0 })
+		eventually(t, "the task to end", func() bool { return tk.log.Closed() && p.set().replicas[0].InFlight() == 0 })
 		cur := tk.log.Subscribe(-1)
 		data, _ := cur.Next()
 		if !strings.Contains(string(data), `"code":"INTERNAL"`) {

@@ -53,6 +53,8 @@ type Server struct {
 	metrics   *gwMetrics
 	http      *fasthttp.Server
 	keep      time.Duration
+	events    *eventHub
+	uiSess    *uiSessions
 
 	stop     chan struct{} // closed at shutdown: stops dispatchers, health, janitor
 	draining atomic.Bool
@@ -88,6 +90,8 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		quotas:    newQuotas(cfg.Tenants),
 		shares:    newShareTracker(),
 		deadlines: &deadlineTracker{},
+		events:    newEventHub(),
+		uiSess:    newUISessions(),
 		metrics:   newMetrics(),
 		keep:      o.KeepAliveInterval,
 		stop:      make(chan struct{}),
@@ -98,6 +102,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	deps := poolDeps{
 		weights: cfg.Admission.Weights, breaker: cfg.Breaker, affinity: cfg.Balancer.AffinityLoadFactor,
 		ttftSLOMs: cfg.SLO.Interactive.TTFTP95Ms, factory: o.NewAdapter, log: log, onTransition: s.breakerTransition,
+		onReady: func(p *pool, r *balancer.Replica, ready bool, cause string) { s.replicaEvent(p, r.ID, ready, cause) },
 	}
 	for _, pc := range cfg.Pools {
 		p, err := newPool(pc, deps)
@@ -131,7 +136,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		}
 	}
 	for _, p := range s.pools {
-		p.healthLoop(s.stop, cfg.Health, &s.bgWG)
+		p.healthLoop(p.set(), s.stop, cfg.Health, &s.bgWG)
 		s.bgWG.Add(2)
 		go func(p *pool) {
 			defer s.bgWG.Done()
@@ -177,6 +182,8 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 	r.GET("/v1/pools/{id}/health", s.handlePoolHealth)
 	r.POST("/v1/pools/{id}/drain", s.handleDrain)
 	r.POST("/v1/pools/{id}/reload", s.handleReload)
+	r.GET("/v1/events", s.handleEvents)
+	r.POST("/v1/ui/session", s.handleUISession)
 	r.NotFound = func(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, &APIError{Code: CodeNotFound, Message: "no such endpoint: " + string(ctx.Method()) + " " + string(ctx.Path())})
 	}
@@ -445,7 +452,7 @@ func (s *Server) handleSessionDelete(ctx *fasthttp.RequestCtx) {
 	s.admitMu.RLock()
 	defer s.admitMu.RUnlock()
 	if p != nil && r != nil && slot >= 0 && !s.draining.Load() {
-		if eraser, ok := p.states[r.Index].adapter.(engines.SlotEraser); ok {
+		if eraser, ok := p.stateOf(r).adapter.(engines.SlotEraser); ok {
 			// Best effort and off the request path: the session is gone for
 			// the gateway either way.
 			s.eraseWG.Add(1)

@@ -215,8 +215,8 @@ func (s *Server) startTask(t *task, r *balancer.Replica, done func(success bool)
 // back to the queue) and is finished, once.
 func (s *Server) runTask(ctx context.Context, t *task, r *balancer.Replica) {
 	p := t.pool
-	st := p.states[r.Index]
-	ver := p.replicaVersion(r.Index)
+	st := p.stateOf(r)
+	ver := p.replicaVersion(r)
 	labels := seriesLabels{engine: p.engine, engineVersion: ver, poolID: p.id, replicaID: r.ID, priority: t.prio.String()}
 	segStart := time.Now()
 
@@ -444,7 +444,7 @@ func (s *Server) terminate(t *task, ae *APIError, reason string) bool {
 	s.releaseQuota(t) // before the 204 of a cancel, so a resubmission finds the place free
 	cancel()
 	p := t.pool
-	s.metrics.canceled(seriesLabels{engine: p.engine, engineVersion: p.replicaVersion(r.Index), poolID: p.id, replicaID: r.ID}, reason)
+	s.metrics.canceled(seriesLabels{engine: p.engine, engineVersion: p.replicaVersion(r), poolID: p.id, replicaID: r.ID}, reason)
 	s.logTask(t, zap.InfoLevel, "task canceled", zap.String("reason", reason), zap.String("state", "running"), zap.String("replica_id", r.ID))
 	return true
 }

@@ -27,7 +27,7 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/fake"
-	"github.com/llama-orch/llama-orch/engines/llamacpp"
+	"github.com/llama-orch/llama-orch/engines/adapters"
 	"github.com/llama-orch/llama-orch/gateway"
 	"github.com/llama-orch/llama-orch/gateway/config"
 )
@@ -135,19 +135,15 @@ func runSchema(args []string, stdout, stderr io.Writer) int {
 }
 
 // newAdapter maps an engine name to its adapter.
-func newAdapter(engine, url string) (engines.Adapter, error) {
-	switch engine {
-	case engines.LlamaCpp:
-		// A keep-alive pool as large as a replica's busiest concurrency, so
-		// streams reuse engine connections instead of dialing (idle ones
-		// expire after the engine's keep-alive timeout).
-		a, err := llamacpp.New(url, llamacpp.Options{MaxIdleConns: 1024})
-		if err != nil {
-			return nil, err // not a typed nil inside the interface
-		}
-		return a, nil
+// newAdapter makes one replica's adapter. A keep-alive pool as large as a
+// replica's busiest concurrency lets streams reuse engine connections
+// instead of dialing (idle ones expire after the engine's keep-alive).
+func newAdapter(pc config.Pool, rc config.Replica) (engines.Adapter, error) {
+	model := pc.EngineModel
+	if model == "" {
+		model = pc.Model
 	}
-	return nil, fmt.Errorf("engine %q has no adapter in this build (available: %s)", engine, engines.LlamaCpp)
+	return adapters.New(pc.Engine, rc.URL, adapters.Options{MaxIdleConns: 1024, Model: model})
 }
 
 func newLogger(level string, w io.Writer) (*zap.Logger, error) {

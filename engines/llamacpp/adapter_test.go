@@ -45,8 +45,10 @@ func TestNew(t *testing.T) {
 			t.Errorf("New(%q): err=%v, want ok=%v", tc.url, err, tc.ok)
 			continue
 		}
-		if a != nil && a.prefix != tc.prefix {
-			t.Errorf("New(%q): prefix %q, want %q", tc.url, a.prefix, tc.prefix)
+		if a != nil {
+			if line, _, _ := strings.Cut(string(a.hc.AppendRequest(nil, "GET", "/x", nil, false)), "\r\n"); line != "GET "+tc.prefix+"/x HTTP/1.1" {
+				t.Errorf("New(%q): request line %q, want prefix %q", tc.url, line, tc.prefix)
+			}
 		}
 	}
 }
@@ -438,7 +440,7 @@ func TestStreamCancel(t *testing.T) {
 			t.Fatalf("%s: Stream did not return after cancel", tc.name)
 		}
 		wait(t, closed, "the engine to see the connection close")
-		if n := a.pool.idleCount(); n != 0 {
+		if n := a.hc.IdleConns(); n != 0 {
 			t.Fatalf("%s: %d pooled connections after cancel", tc.name, n)
 		}
 		srv.close()
@@ -510,11 +512,11 @@ func TestStreamKeepAlive(t *testing.T) {
 			t.Fatalf("%s: %d connections, want %d", tc.name, got, tc.accepts)
 		}
 		if tc.accepts == 1 {
-			if n := a.pool.idleCount(); n != 1 {
+			if n := a.hc.IdleConns(); n != 1 {
 				t.Fatalf("%s: %d idle, want 1", tc.name, n)
 			}
 			_ = a.Close()
-			if n := a.pool.idleCount(); n != 0 {
+			if n := a.hc.IdleConns(); n != 0 {
 				t.Fatalf("%s: %d idle after Close", tc.name, n)
 			}
 		}
@@ -544,7 +546,7 @@ func TestStreamRedial(t *testing.T) {
 		}
 		wait(t, closed, "the engine's close")
 		// The conn was pooled: the next stream finds it dead and redials.
-		if n := a.pool.idleCount(); n != 1 {
+		if n := a.hc.IdleConns(); n != 1 {
 			t.Fatalf("stream %d: %d idle connections, want 1", i, n)
 		}
 	}

@@ -51,22 +51,19 @@ func benchStream(n int, paced bool) (segs [][]byte, size int) {
 // header parser, de-chunker, SSE reader and scanner, reusing everything.
 type memHarness struct {
 	mc *memConn
-	c  *conn
 	st *streamState
 }
 
 func newMemHarness(segs [][]byte) *memHarness {
 	mc := &memConn{segs: segs}
-	return &memHarness{mc: mc, c: newConn(mc), st: &streamState{rd: sse.NewReader(nil, 0)}}
+	return &memHarness{mc: mc, st: &streamState{rd: sse.NewReader(nil, 0)}}
 }
 
 func (h *memHarness) run(sink engines.Sink) (engines.Result, error) {
 	h.mc.reset()
-	h.c.r, h.c.w, h.c.err = 0, 0, nil
-	if _, err := h.c.readResponse(&h.st.resp); err != nil {
+	if err := h.st.x.ReadResponse(h.mc); err != nil {
 		return engines.Result{}, err
 	}
-	h.st.body.reset(h.c, &h.st.resp)
 	res, _, err := h.st.run(context.Background(), sink)
 	return res, err
 }

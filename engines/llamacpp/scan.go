@@ -26,7 +26,7 @@ type frame struct {
 	// content is the decoded `content` string. Escapes are decoded exactly as
 	// encoding/json does (lone surrogates become U+FFFD), but raw bytes that
 	// are not valid UTF-8 are passed through untouched so that the caller can
-	// hold back a character split across frames; appendValidUTF8 then does
+	// hold back a character split across frames; text.AppendValid then does
 	// encoding/json's per-byte U+FFFD replacement.
 	content         []byte
 	stop            bool
@@ -623,40 +623,4 @@ func skip(b []byte, i, depth int) (int, bool) {
 		}
 		return i, false
 	}
-}
-
-// incompleteTail returns how many bytes at the end of b begin a multi-byte
-// UTF-8 character that is not complete yet (0 to 3).
-func incompleteTail(b []byte) int {
-	for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax+1; i-- {
-		if utf8.RuneStart(b[i]) {
-			if utf8.FullRune(b[i:]) {
-				return 0
-			}
-			return len(b) - i
-		}
-	}
-	return 0
-}
-
-// appendValidUTF8 appends s to dst with every byte that does not belong to a
-// valid UTF-8 encoding replaced by U+FFFD, as encoding/json does.
-func appendValidUTF8(dst, s []byte) []byte {
-	start := 0
-	for i := 0; i < len(s); {
-		if s[i] < utf8.RuneSelf {
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, "\uFFFD"...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	return append(dst, s[start:]...)
 }

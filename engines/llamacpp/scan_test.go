@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/llama-orch/llama-orch/engines/internal/text"
 )
 
 // fixtureDir returns the llama.cpp wire captures (shared/ sits next to the
@@ -168,8 +170,8 @@ func TestScanFrameAllocs(t *testing.T) {
 func TestIncompleteTail(t *testing.T) {
 	f := func(in string, want int) {
 		t.Helper()
-		if got := incompleteTail([]byte(in)); got != want {
-			t.Errorf("incompleteTail(%q) = %d, want %d", in, got, want)
+		if got := text.IncompleteTail([]byte(in)); got != want {
+			t.Errorf("text.IncompleteTail(%q) = %d, want %d", in, got, want)
 		}
 	}
 	f("", 0)
@@ -189,13 +191,13 @@ func TestIncompleteTail(t *testing.T) {
 
 func TestAppendValidUTF8(t *testing.T) {
 	for _, in := range []string{"", "abc", "é😀", "a\xFFb", "\xF0\x9F", "\xED\xA0\x80", "\xC0\xAF"} {
-		got := string(appendValidUTF8(nil, []byte(in)))
+		got := string(text.AppendValid(nil, []byte(in)))
 		var s string
 		if err := json.Unmarshal(append(append([]byte(`"`), in...), '"'), &s); err != nil {
 			t.Fatal(err)
 		}
 		if got != s || !utf8.ValidString(got) {
-			t.Errorf("appendValidUTF8(%q) = %q, encoding/json gives %q", in, got, s)
+			t.Errorf("text.AppendValid(%q) = %q, encoding/json gives %q", in, got, s)
 		}
 	}
 }
@@ -220,7 +222,7 @@ func checkAgainstJSON(t *testing.T, data []byte) {
 		if err := json.Unmarshal(raw, &s); err != nil {
 			t.Fatal(err)
 		}
-		if got := appendValidUTF8(nil, fr.content); string(got) != s {
+		if got := text.AppendValid(nil, fr.content); string(got) != s {
 			t.Fatalf("scan(%q): content %q, encoding/json %q", data, got, s)
 		}
 	} else if fr.content != nil {
@@ -245,7 +247,7 @@ func checkAgainstJSON(t *testing.T, data []byte) {
 			if mraw, ok := em["message"]; ok && mraw[0] == '"' {
 				var s string
 				_ = json.Unmarshal(mraw, &s)
-				if got := appendValidUTF8(nil, fr.errMessage); string(got) != s {
+				if got := text.AppendValid(nil, fr.errMessage); string(got) != s {
 					t.Fatalf("scan(%q): error message %q, want %q", data, got, s)
 				}
 			}

@@ -1,4 +1,4 @@
-package llamacpp
+package httpc
 
 import (
 	"bytes"
@@ -81,7 +81,7 @@ func (c *conn) fill() error {
 		c.r = 0
 	}
 	if c.w == len(c.buf) {
-		panic("BUG: llamacpp: fill with a full buffer")
+		panic("BUG: httpc: fill with a full buffer")
 	}
 	for range 100 {
 		n, err := c.nc.Read(c.buf[c.w:])
@@ -311,7 +311,7 @@ const (
 	bodyClose // until the engine closes the connection
 )
 
-// Chunked-body parser states.
+// Chunked-Body parser states.
 const (
 	chunkData    = iota // inside chunk data (remaining may be 0 at the start)
 	chunkCRLF           // after chunk data: expecting CRLF
@@ -320,10 +320,10 @@ const (
 	chunkDone
 )
 
-// body reads one response body from a conn. For chunked bodies it strips
+// Body reads one response body from a connection. For chunked bodies it strips
 // the framing; Buffered tells how many body bytes can be read without
 // touching the network.
-type body struct {
+type Body struct {
 	c         *conn
 	mode      uint8
 	state     uint8
@@ -332,8 +332,8 @@ type body struct {
 	err       error
 }
 
-func (b *body) reset(c *conn, resp *response) {
-	*b = body{c: c}
+func (b *Body) reset(c *conn, resp *response) {
+	*b = Body{c: c}
 	switch {
 	case resp.chunked:
 		b.mode, b.state = bodyChunked, chunkSize
@@ -347,7 +347,7 @@ func (b *body) reset(c *conn, resp *response) {
 
 // Buffered returns how many body bytes a Read would return without reading
 // from the network (0 means the next Read has to wait for the engine).
-func (b *body) Buffered() int {
+func (b *Body) Buffered() int {
 	if b.err != nil || b.done {
 		return 0
 	}
@@ -363,9 +363,9 @@ func (b *body) Buffered() int {
 	return b.c.buffered()
 }
 
-// finished reports whether the body has ended, consuming any framing that is
+// Finished reports whether the body has ended, consuming any framing that is
 // already buffered (the terminating chunk).
-func (b *body) finished() bool {
+func (b *Body) Finished() bool {
 	if b.mode == bodyChunked && !b.done && b.err == nil {
 		_ = b.advance(false)
 	}
@@ -374,7 +374,7 @@ func (b *body) finished() bool {
 
 // Read implements io.Reader. It returns as many body bytes as are buffered,
 // across chunk boundaries, and reads from the network only when nothing is.
-func (b *body) Read(p []byte) (int, error) {
+func (b *Body) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
@@ -428,7 +428,7 @@ var errWouldBlock = errors.New("would block")
 
 // fail records a terminal body error: a connection that ends inside the body
 // is io.ErrUnexpectedEOF.
-func (b *body) fail(err error) error {
+func (b *Body) fail(err error) error {
 	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
@@ -436,7 +436,7 @@ func (b *body) fail(err error) error {
 	return err
 }
 
-func (b *body) readLength(p []byte) (int, error) {
+func (b *Body) readLength(p []byte) (int, error) {
 	if b.remaining == 0 {
 		b.done = true
 		return 0, io.EOF
@@ -455,7 +455,7 @@ func (b *body) readLength(p []byte) (int, error) {
 	return k, nil
 }
 
-func (b *body) readClose(p []byte) (int, error) {
+func (b *Body) readClose(p []byte) (int, error) {
 	if b.c.buffered() == 0 {
 		if err := b.c.fill(); err != nil {
 			if err == io.EOF {
@@ -474,7 +474,7 @@ func (b *body) readClose(p []byte) (int, error) {
 // advance parses chunk framing up to the next data byte or the end of the
 // body. When block is false it uses only buffered bytes and returns
 // errWouldBlock if it needs more.
-func (b *body) advance(block bool) error {
+func (b *Body) advance(block bool) error {
 	c := b.c
 	for {
 		switch b.state {
@@ -547,7 +547,7 @@ func (b *body) advance(block bool) error {
 
 // more reads from the network when allowed to block; a buffer holding an
 // unfinished framing line is compacted by fill.
-func (b *body) more(block bool) error {
+func (b *Body) more(block bool) error {
 	if !block {
 		return errWouldBlock
 	}
