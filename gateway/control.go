@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/llama-orch/llama-orch/engines"
+	"github.com/llama-orch/llama-orch/gateway/admission"
 	"github.com/llama-orch/llama-orch/gateway/config"
 )
 
@@ -75,15 +76,19 @@ type replicaView struct {
 }
 
 type replicaSetView struct {
-	PoolID        string        `json:"pool_id"`
-	Engine        string        `json:"engine"`
-	EngineVersion string        `json:"engine_version"`
-	Model         string        `json:"model"`
-	Ready         bool          `json:"ready"`
-	Draining      bool          `json:"draining"`
-	QueueDepth    int           `json:"queue_depth"`
-	Replicas      []replicaView `json:"replicas"`
-	SLO           struct {
+	PoolID        string `json:"pool_id"`
+	Engine        string `json:"engine"`
+	EngineVersion string `json:"engine_version"`
+	Model         string `json:"model"`
+	Ready         bool   `json:"ready"`
+	Draining      bool   `json:"draining"`
+	QueueDepth    int    `json:"queue_depth"`
+	Queue         struct {
+		Capacity   int            `json:"capacity"`
+		ByPriority map[string]int `json:"by_priority"`
+	} `json:"queue"`
+	Replicas []replicaView `json:"replicas"`
+	SLO      struct {
 		TTFTMs quantilesMs `json:"ttft_ms"`
 	} `json:"slo"`
 }
@@ -91,6 +96,11 @@ type replicaSetView struct {
 func (s *Server) replicaSet(p *pool) replicaSetView {
 	v := replicaSetView{PoolID: p.id, Engine: p.engine, EngineVersion: p.engineVersion(), Model: p.model(),
 		Ready: p.ready(), Draining: p.draining.Load(), QueueDepth: p.queue.Len()}
+	v.Queue.Capacity = p.queue.Capacity()
+	v.Queue.ByPriority = map[string]int{}
+	for prio := admission.Priority(0); prio < admission.NumPriorities; prio++ {
+		v.Queue.ByPriority[prio.String()] = p.queue.LenPriority(prio)
+	}
 	rs := p.set()
 	for i, r := range rs.replicas {
 		st := rs.states[i]
@@ -130,7 +140,9 @@ func (s *Server) handleReplicaSets(ctx *fasthttp.RequestCtx) {
 	}
 	out := struct {
 		ReplicaSets []replicaSetView `json:"replicasets"`
-	}{ReplicaSets: []replicaSetView{}}
+		// SLOAttainment is per priority over recent tasks (all pools).
+		SLOAttainment []sloStatus `json:"slo_attainment"`
+	}{ReplicaSets: []replicaSetView{}, SLOAttainment: s.slo.status()}
 	for _, p := range s.pools {
 		out.ReplicaSets = append(out.ReplicaSets, s.replicaSet(p))
 	}

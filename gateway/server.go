@@ -54,6 +54,7 @@ type Server struct {
 	http      *fasthttp.Server
 	keep      time.Duration
 	events    *eventHub
+	slo       *sloTracker
 	uiSess    *uiSessions
 
 	stop     chan struct{} // closed at shutdown: stops dispatchers, health, janitor
@@ -91,6 +92,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		shares:    newShareTracker(),
 		deadlines: &deadlineTracker{},
 		events:    newEventHub(),
+		slo:       newSLOTracker(cfg.SLO),
 		uiSess:    newUISessions(),
 		metrics:   newMetrics(),
 		keep:      o.KeepAliveInterval,
@@ -116,6 +118,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	}
 	s.metrics.registerPoolGauges(s.pools)
 	s.metrics.registerSchedGauges(s.shares, s.deadlines)
+	s.metrics.registerSLOGauges(s.slo)
 	s.http = s.newHTTPServer()
 
 	prefer := func(t *task) *balancer.Replica { return s.sessions.lastReplica(t.key.tenant, t.sessionID, t.pool) }

@@ -289,6 +289,9 @@ func (s *Server) settle(t *task, labels seriesLabels, segStart time.Time, res en
 			ae = s.abortError(t) // nil: a cancel already wrote the terminal event
 		}
 		if ae != nil {
+			if ae.Code != CodeInvalidParams {
+				s.slo.observe(t.prio, sinceMs(t.admittedAt, first), 0, true)
+			}
 			if t.log.Append(sse.KindError, mustJSON(ae)) {
 				s.logTask(t, zap.WarnLevel, "task failed",
 					zap.String("replica_id", r.ID), zap.String("engine_version", labels.engineVersion),
@@ -331,6 +334,11 @@ func (s *Server) settle(t *task, labels seriesLabels, segStart time.Time, res en
 	}
 	if t.log.Append(sse.KindEnd, mustJSON(endEvent{TokensOut: tokensOut, DecodeMs: decodeMs, FinishReason: finish})) {
 		s.metrics.tokens(labels, res.TokensIn, res.TokensOut)
+		perToken := 0.0
+		if !first.IsZero() && tokensOut > 1 {
+			perToken = float64(end.Sub(first).Microseconds()) / 1000 / float64(tokensOut-1)
+		}
+		s.slo.observe(t.prio, sinceMs(t.admittedAt, first), perToken, false)
 		if t.deadline > 0 {
 			s.deadlines.observe(t.prio, me.OnTimeProbability == 1)
 		}
