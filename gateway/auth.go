@@ -145,7 +145,7 @@ func isLoopback(addr net.Addr) bool {
 
 // require authenticates ctx for role, writing 401/403 on failure.
 func (s *Server) require(ctx *fasthttp.RequestCtx, role string) (Principal, bool) {
-	p, res := s.auth.Authenticate(ctx)
+	p, res := s.auth.Load().Authenticate(ctx)
 	switch res {
 	case authMissing:
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="orchd"`)

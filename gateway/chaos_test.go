@@ -297,7 +297,7 @@ func restartFake(t *testing.T, e *env, i int, opts fake.Options) {
 // chaosClients slots), then lets tokens flow for d.
 func waitStreaming(t *testing.T, e *env, d time.Duration) {
 	t.Helper()
-	p := e.srv.pools[0]
+	p := e.srv.poolList()[0]
 	eventually(t, "every chaos task to run", func() bool {
 		n := 0
 		for _, r := range p.set().replicas {
@@ -314,7 +314,7 @@ func waitStreaming(t *testing.T, e *env, d time.Duration) {
 // ring gives the faulty replica run there again.
 func checkRecovered(t *testing.T, e *env) {
 	t.Helper()
-	p := e.srv.pools[0]
+	p := e.srv.poolList()[0]
 	faulty := p.set().replicas[chaosFaulty].ID
 	if n := transitions(e, faulty, "open"); n < 1 {
 		t.Errorf("the breaker of %s never opened", faulty)
@@ -370,7 +370,7 @@ func replicaInSets(t *testing.T, e *env, id string) map[string]any {
 func waitIdleLoads(t *testing.T, e *env) {
 	t.Helper()
 	eventually(t, "scraped engine loads to show idle engines", func() bool {
-		for _, r := range e.srv.pools[0].set().replicas {
+		for _, r := range e.srv.poolList()[0].set().replicas {
 			if proc, def, _ := r.EngineLoad(); proc+def != 0 {
 				return false
 			}
@@ -383,7 +383,7 @@ func waitIdleLoads(t *testing.T, e *env) {
 // and the queue is empty.
 func checkReleased(t *testing.T, e *env) {
 	t.Helper()
-	p := e.srv.pools[0]
+	p := e.srv.poolList()[0]
 	eventually(t, "every slot released", func() bool {
 		for i, r := range p.set().replicas {
 			if r.InFlight() != 0 || e.fakes[i].InFlight() != 0 {
@@ -402,7 +402,7 @@ func TestChaosKillAndRestart(t *testing.T) {
 	for _, mode := range []string{config.FailoverResume, config.FailoverError} {
 		t.Run(mode, func(t *testing.T) {
 			e := newChaosEnv(t, mode, 0, fake.Options{})
-			p := e.srv.pools[0]
+			p := e.srv.poolList()[0]
 			l := startChaos(t, e, false)
 			waitStreaming(t, e, 100*time.Millisecond)
 			onFaulty := p.set().replicas[chaosFaulty].InFlight()
@@ -576,7 +576,7 @@ func TestChaosEngineLoadGoesStale(t *testing.T) {
 			c.Pools[0].Replicas[i].Slots = 4
 		}
 	}, fake.Options{Slots: 4}, fake.Options{Slots: 4}, fake.Options{Slots: 4})
-	p := e.srv.pools[0]
+	p := e.srv.poolList()[0]
 	r0 := p.set().replicas[0]
 	sess := sessionOn(t, e, 0)
 

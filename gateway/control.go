@@ -143,7 +143,7 @@ func (s *Server) handleReplicaSets(ctx *fasthttp.RequestCtx) {
 		// SLOAttainment is per priority over recent tasks (all pools).
 		SLOAttainment []sloStatus `json:"slo_attainment"`
 	}{ReplicaSets: []replicaSetView{}, SLOAttainment: s.slo.status()}
-	for _, p := range s.pools {
+	for _, p := range s.poolList() {
 		out.ReplicaSets = append(out.ReplicaSets, s.replicaSet(p))
 	}
 	writeJSON(ctx, fasthttp.StatusOK, out)
@@ -152,7 +152,7 @@ func (s *Server) handleReplicaSets(ctx *fasthttp.RequestCtx) {
 // poolByPath finds the pool named by the {id} path value, answering 404.
 func (s *Server) poolByPath(ctx *fasthttp.RequestCtx) *pool {
 	id, _ := ctx.UserValue("id").(string)
-	for _, p := range s.pools {
+	for _, p := range s.poolList() {
 		if p.id == id {
 			return p
 		}
@@ -262,7 +262,7 @@ func (s *Server) handleCapabilities(ctx *fasthttp.RequestCtx) {
 		Pools      []string        `json:"pools"`
 	}
 	caps := map[string]*engineCaps{}
-	for _, p := range s.pools {
+	for _, p := range s.poolList() {
 		c := caps[p.engine]
 		if c == nil {
 			c = &engineCaps{Workloads: []string{"completion"}, RateLimits: map[string]any{}, Features: map[string]bool{

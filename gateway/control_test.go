@@ -70,7 +70,7 @@ func TestControlPlane(t *testing.T) {
 func TestReplicaSetHoldsOutOtherVersions(t *testing.T) {
 	e := newEnvPartial(t, func(c *config.Config) { c.Pools[0].Replicas[0].Slots = 1 },
 		fake.Options{EngineVersion: "b1"}, fake.Options{EngineVersion: "b2", Load: 300 * time.Millisecond}) // r0 reports first: its version defines the set
-	p := e.srv.pools[0]
+	p := e.srv.poolList()[0]
 	eventually(t, "r0 ready", func() bool { return p.set().replicas[0].Ready() })
 	eventually(t, "r1 held out", func() bool { return p.set().states[1].heldOut.Load() })
 	rs := e.do("GET", "/v1/replicasets", testKey, "").json(t)["replicasets"].([]any)[0].(map[string]any)
@@ -86,8 +86,8 @@ func TestReplicaSetHoldsOutOtherVersions(t *testing.T) {
 
 	m := newEnvPartial(t, func(c *config.Config) { c.Pools[0].EngineModel = "tiny.gguf" },
 		fake.Options{}, fake.Options{Model: "other.gguf"})
-	eventually(t, "r1 held out for its model", func() bool { return m.srv.pools[0].set().states[1].heldOut.Load() })
-	if m.srv.pools[0].set().replicas[1].Ready() {
+	eventually(t, "r1 held out for its model", func() bool { return m.srv.poolList()[0].set().states[1].heldOut.Load() })
+	if m.srv.poolList()[0].set().replicas[1].Ready() {
 		t.Fatal("a replica with the wrong model is ready")
 	}
 }
@@ -110,8 +110,8 @@ func TestReload(t *testing.T) {
 	}
 	for _, bad := range []string{
 		`{"new_model_ref":"tiny.gguf","replicas":[{"id":"a","url":"http://127.0.0.1:2"},{"id":"a","url":"http://127.0.0.1:3"}]}`, // duplicate id
-		`{"new_model_ref":"tiny.gguf","replicas":[{"id":"a"}]}`,                                                                    // no url
-		`{"new_model_ref":"tiny.gguf","replicas":[{"id":"a","url":"ftp://x"}]}`,                                                    // not http
+		`{"new_model_ref":"tiny.gguf","replicas":[{"id":"a"}]}`,                                                                  // no url
+		`{"new_model_ref":"tiny.gguf","replicas":[{"id":"a","url":"ftp://x"}]}`,                                                  // not http
 	} {
 		if r := e.do("POST", "/v1/pools/p/reload", testKey, bad); r.status != 400 {
 			t.Fatalf("bad replica list %s: %d %s", bad, r.status, r.body)
@@ -195,10 +195,12 @@ func TestReloadNewReplicaSet(t *testing.T) {
 	// The old set is retired once idle: no state is kept for its replicas.
 	eventually(t, "the old set to be released", func() bool {
 		n := 0
-		e.srv.pools[0].byRep.Range(func(any, any) bool { n++; return true })
+		e.srv.poolList()[0].byRep.Range(func(any, any) bool { n++; return true })
 		return n == 2
 	})
-	feed.waitFor(t, func(ev event) bool { return ev.name == "reload" && ev.data["ok"] == true && ev.data["model"] == "next.gguf" })
+	feed.waitFor(t, func(ev event) bool {
+		return ev.name == "reload" && ev.data["ok"] == true && ev.data["model"] == "next.gguf"
+	})
 }
 
 // TestEventsAndUISession: the ops feed and the ops page's cookie: the cookie

@@ -15,7 +15,7 @@ import (
 // replica idx, so a test knows where a session's first task lands.
 func sessionOn(t *testing.T, e *env, idx int) string {
 	t.Helper()
-	p := e.srv.pools[0]
+	p := e.srv.poolList()[0]
 	for i := 0; i < 1000; i++ {
 		sess := newID()
 		if p.set().ring.Pick(balancer.KeyOf(sess), nil, p.affinity) == p.set().replicas[idx] {
@@ -52,7 +52,7 @@ func TestRetryBeforeFirstToken(t *testing.T) {
 			}
 			e.metricEventually(t, `task_retries_total{engine="llamacpp",why="retry"} 1`)
 			eventually(t, "slots released", func() bool {
-				return e.srv.pools[0].set().replicas[0].InFlight() == 0 && e.srv.pools[0].set().replicas[1].InFlight() == 0
+				return e.srv.poolList()[0].set().replicas[0].InFlight() == 0 && e.srv.poolList()[0].set().replicas[1].InFlight() == 0
 			})
 		})
 	}
@@ -114,7 +114,7 @@ func TestFailoverStrictErrors(t *testing.T) {
 // engine recovers, the half-open health probe closes it (SPEC §5).
 func TestBreakerOpensAndCloses(t *testing.T) {
 	e := newEnv(t, func(c *config.Config) { c.Breaker.OpenMs = 200 }, fake.Options{Fail: fake.FailStart500}, fake.Options{})
-	p := e.srv.pools[0]
+	p := e.srv.poolList()[0]
 	var onR0 []string // sessions that hash to r0 while it is selectable
 	for i := 0; i < 6; i++ {
 		onR0 = append(onR0, sessionOn(t, e, 0))

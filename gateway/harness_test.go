@@ -148,7 +148,7 @@ func (e *env) waitReady() {
 	e.t.Helper()
 	for i := 0; i < 500; i++ {
 		all := true
-		for _, p := range e.srv.pools {
+		for _, p := range e.srv.poolList() {
 			for _, r := range p.set().replicas {
 				all = all && r.Ready()
 			}

@@ -102,3 +102,25 @@ func (q *quotas) release(tenant string) {
 	}
 	st.active--
 }
+
+// update applies a new tenant list in place (config apply): limits and
+// weights change, running counts are kept so that tasks admitted before
+// release their places correctly. A tenant no longer listed gets the
+// defaults (weight 1, no quota).
+func (q *quotas) update(ts []config.Tenant) {
+	fresh := newQuotas(ts)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for id, st := range q.tenants {
+		n, ok := fresh.tenants[id]
+		if !ok {
+			n = &tenantState{weight: 1}
+			fresh.tenants[id] = n
+		}
+		n.active = st.active
+		if st.limiter != nil && n.limiter != nil && st.limiter.Limit() == n.limiter.Limit() && st.limiter.Burst() == n.limiter.Burst() {
+			n.limiter = st.limiter // unchanged: keep its tokens
+		}
+	}
+	q.tenants = fresh.tenants
+}

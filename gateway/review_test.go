@@ -23,7 +23,7 @@ func TestWatchdogIdle(t *testing.T) {
 		t.Fatalf("events %s, last %v", names(evs), last.data)
 	}
 	eventually(t, "the stalled slot to be freed", func() bool {
-		return e.fakes[0].InFlight() == 0 && e.srv.pools[0].set().replicas[0].InFlight() == 0
+		return e.fakes[0].InFlight() == 0 && e.srv.poolList()[0].set().replicas[0].InFlight() == 0
 	})
 	eventually(t, "the watchdog cancel to be counted", func() bool {
 		var sb strings.Builder
@@ -118,7 +118,7 @@ pools:
 		t.Fatal(err)
 	}
 	defer srv.Shutdown(context.Background()) //nolint:errcheck
-	p := srv.pools[0]
+	p := srv.poolList()[0]
 	p.setReady(p.set(), 0, true, "")
 	for i := 0; i < 3; i++ {
 		tk := &task{key: taskKey{"t1", newID()}, pool: p, log: tasklog.New()}

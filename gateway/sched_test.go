@@ -59,8 +59,8 @@ func TestDropLRU(t *testing.T) {
 	if len(evs) != 1 || evs[0].name != "error" || evs[0].data["code"] != "QUEUE_FULL_DROP_LRU" {
 		t.Fatalf("dropped task's stream: %s %v", names(evs), evs[0].data)
 	}
-	if e.srv.pools[0].queue.Len() != 2 {
-		t.Fatalf("queue holds %d", e.srv.pools[0].queue.Len())
+	if e.srv.poolList()[0].queue.Len() != 2 {
+		t.Fatalf("queue holds %d", e.srv.poolList()[0].queue.Len())
 	}
 }
 

@@ -43,8 +43,12 @@ type Options struct {
 type Server struct {
 	cfg       *config.Config
 	log       *zap.Logger
-	auth      *Authenticator
-	pools     []*pool
+	auth      atomic.Pointer[Authenticator]
+	demoKeys  bool
+	deps      poolDeps
+	pools     atomic.Pointer[[]*pool] // replaced whole by a config apply
+	applyMu   sync.Mutex              // one config apply at a time
+	running   atomic.Pointer[config.Config]
 	tasks     *registry
 	sessions  *sessionStore
 	quotas    *quotas
@@ -85,7 +89,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s := &Server{
 		cfg:       cfg,
 		log:       log,
-		auth:      auth,
+		demoKeys:  o.DemoKeysLoopbackOnly,
 		tasks:     newRegistry(time.Duration(cfg.TaskIDTTLMs) * time.Millisecond),
 		sessions:  newSessionStore(cfg.Sessions),
 		quotas:    newQuotas(cfg.Tenants),
@@ -101,54 +105,33 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if s.keep <= 0 {
 		s.keep = 10 * time.Second
 	}
+	s.auth.Store(auth)
 	deps := poolDeps{
 		weights: cfg.Admission.Weights, breaker: cfg.Breaker, affinity: cfg.Balancer.AffinityLoadFactor,
 		ttftSLOMs: cfg.SLO.Interactive.TTFTP95Ms, factory: o.NewAdapter, log: log, onTransition: s.breakerTransition,
 		onReady: func(p *pool, r *balancer.Replica, ready bool, cause string) { s.replicaEvent(p, r.ID, ready, cause) },
 	}
+	var list []*pool
 	for _, pc := range cfg.Pools {
 		p, err := newPool(pc, deps)
 		if err != nil {
-			for _, q := range s.pools {
+			for _, q := range list {
 				q.close()
 			}
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
-		s.pools = append(s.pools, p)
+		list = append(list, p)
 	}
-	s.metrics.registerPoolGauges(s.pools)
+	s.deps = deps
+	s.pools.Store(&list)
+	s.running.Store(cfg)
+	s.metrics.registerPoolGauges(s.poolList)
 	s.metrics.registerSchedGauges(s.shares, s.deadlines)
 	s.metrics.registerSLOGauges(s.slo)
 	s.http = s.newHTTPServer()
 
-	prefer := func(t *task) *balancer.Replica { return s.sessions.lastReplica(t.key.tenant, t.sessionID, t.pool) }
-	expire := func(t *task, ae *APIError, kind abortReason) {
-		switch {
-		case kind == abortFirstToken:
-			// A first-token miss is a replica failure: retried elsewhere.
-			s.abortRun(t, abortFirstToken)
-		case kind == abortIdle && t.pool.cfg.Failover == "resume":
-			s.abortRun(t, abortIdle)
-		default:
-			if kind == abortIdle {
-				t.mu.Lock()
-				t.fault = true // a stall counts against the replica's breaker
-				t.mu.Unlock()
-			}
-			s.terminate(t, ae, reasonWatchdog)
-		}
-	}
-	for _, p := range s.pools {
-		p.healthLoop(p.set(), s.stop, cfg.Health, &s.bgWG)
-		s.bgWG.Add(2)
-		go func(p *pool) {
-			defer s.bgWG.Done()
-			p.dispatch(s.stop, prefer, s.startTask)
-		}(p)
-		go func(p *pool) {
-			defer s.bgWG.Done()
-			p.watchdog(s.stop, expire, s.reportProgress)
-		}(p)
+	for _, p := range s.poolList() {
+		s.startPool(p)
 	}
 	s.bgWG.Add(1)
 	go s.janitor()
@@ -186,6 +169,8 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 	r.POST("/v1/pools/{id}/drain", s.handleDrain)
 	r.POST("/v1/pools/{id}/reload", s.handleReload)
 	r.GET("/v1/events", s.handleEvents)
+	r.GET("/v1/config", s.handleConfigGet)
+	r.POST("/v1/config", s.handleConfigPost)
 	r.POST("/v1/ui/session", s.handleUISession)
 	r.NotFound = func(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, &APIError{Code: CodeNotFound, Message: "no such endpoint: " + string(ctx.Method()) + " " + string(ctx.Path())})
@@ -290,7 +275,7 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Ready reports whether at least one pool is Ready.
 func (s *Server) Ready() bool {
-	for _, p := range s.pools {
+	for _, p := range s.poolList() {
 		if p.ready() {
 			return true
 		}
@@ -325,7 +310,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.wg.Wait()
 	err := s.http.ShutdownWithContext(ctx)
 	s.eraseWG.Wait()
-	for _, p := range s.pools {
+	for _, p := range s.poolList() {
 		p.close()
 	}
 	return err
@@ -358,7 +343,7 @@ func (s *Server) handleReadyz(ctx *fasthttp.RequestCtx) {
 		Ready bool        `json:"ready"`
 		Pools []poolReady `json:"pools"`
 	}{}
-	for _, p := range s.pools {
+	for _, p := range s.poolList() {
 		pr := poolReady{ID: p.id, Ready: p.ready()}
 		if e := p.readiness(); e != nil {
 			pr.Cause = e.Message
@@ -386,13 +371,13 @@ func (s *Server) handleMetrics(ctx *fasthttp.RequestCtx) {
 
 // findPool routes a request to the pool serving its model_ref and engine.
 func (s *Server) findPool(modelRef, engine string) (*pool, *APIError) {
-	for _, p := range s.pools {
+	for _, p := range s.poolList() {
 		if (p.model() == modelRef || p.id == modelRef) && (engine == "" || engine == p.engine) {
 			return p, nil
 		}
 	}
 	served := ""
-	for i, p := range s.pools {
+	for i, p := range s.poolList() {
 		if i > 0 {
 			served += ", "
 		}
@@ -470,4 +455,43 @@ func (s *Server) handleSessionDelete(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+// poolList is the current pools (a config apply replaces the list whole).
+func (s *Server) poolList() []*pool { return *s.pools.Load() }
+
+// startPool starts p's health checks, dispatcher and watchdog.
+func (s *Server) startPool(p *pool) {
+	p.healthLoop(p.set(), s.stop, s.cfg.Health, &s.bgWG)
+	s.startPoolRunners(p)
+}
+
+// startPoolRunners starts p's dispatcher and watchdog.
+func (s *Server) startPoolRunners(p *pool) {
+	prefer := func(t *task) *balancer.Replica { return s.sessions.lastReplica(t.key.tenant, t.sessionID, t.pool) }
+	expire := func(t *task, ae *APIError, kind abortReason) {
+		switch {
+		case kind == abortFirstToken:
+			// A first-token miss is a replica failure: retried elsewhere.
+			s.abortRun(t, abortFirstToken)
+		case kind == abortIdle && t.pool.cfg.Failover == "resume":
+			s.abortRun(t, abortIdle)
+		default:
+			if kind == abortIdle {
+				t.mu.Lock()
+				t.fault = true // a stall counts against the replica's breaker
+				t.mu.Unlock()
+			}
+			s.terminate(t, ae, reasonWatchdog)
+		}
+	}
+	s.bgWG.Add(2)
+	go func() {
+		defer s.bgWG.Done()
+		p.dispatch(s.stop, prefer, s.startTask)
+	}()
+	go func() {
+		defer s.bgWG.Done()
+		p.watchdog(s.stop, expire, s.reportProgress)
+	}()
 }

@@ -154,7 +154,7 @@ func TestCancelRunning(t *testing.T) {
 		t.Fatal("log continues after the error")
 	}
 	eventually(t, "the fake to free its slot", func() bool { return e.fakes[0].InFlight() == 0 })
-	eventually(t, "the replica slot to be released", func() bool { return e.srv.pools[0].set().replicas[0].InFlight() == 0 })
+	eventually(t, "the replica slot to be released", func() bool { return e.srv.poolList()[0].set().replicas[0].InFlight() == 0 })
 	if r := e.do("POST", "/v1/tasks/"+newID()+"/cancel", testKey, ""); r.status != 404 {
 		t.Fatalf("cancel unknown: %d", r.status)
 	}
@@ -190,7 +190,7 @@ func TestFullPoolRejects(t *testing.T) {
 	}
 	// A rejected id is not remembered: once there is room it is admitted.
 	e.do("POST", "/v1/tasks/"+running+"/cancel", testKey, "")
-	eventually(t, "the queued task to start", func() bool { return e.srv.pools[0].queue.Len() == 0 })
+	eventually(t, "the queued task to start", func() bool { return e.srv.poolList()[0].queue.Len() == 0 })
 	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: rejectedID}.body()); r.status != 202 {
 		t.Fatalf("retry of rejected id: %d %s", r.status, r.body)
 	}
@@ -213,7 +213,7 @@ func TestAbandonedTaskCanceled(t *testing.T) {
 	}
 	s.close()
 	eventually(t, "the abandoned task's slot to be freed", func() bool {
-		return e.fakes[0].InFlight() == 0 && e.srv.pools[0].set().replicas[0].InFlight() == 0
+		return e.fakes[0].InFlight() == 0 && e.srv.poolList()[0].set().replicas[0].InFlight() == 0
 	})
 	e.metricEventually(t, `reason="abandoned"`)
 }
@@ -242,7 +242,7 @@ func TestEngineFaults(t *testing.T) {
 			if n := len(tokens(t, evs)); n != c.tokens {
 				t.Fatalf("%d tokens before the error, want %d", n, c.tokens)
 			}
-			eventually(t, "slot release", func() bool { return e.srv.pools[0].set().replicas[0].InFlight() == 0 })
+			eventually(t, "slot release", func() bool { return e.srv.poolList()[0].set().replicas[0].InFlight() == 0 })
 		})
 	}
 }
@@ -327,8 +327,8 @@ func TestRetentionDropsLog(t *testing.T) {
 // the engine's /props total_slots.
 func TestSlotsFromConfigOrProps(t *testing.T) {
 	e := newEnv(t, func(c *config.Config) { c.Pools[0].Replicas[1].Slots = 1 }, fake.Options{Slots: 3}, fake.Options{Slots: 3})
-	eventually(t, "props to be read", func() bool { return e.srv.pools[0].set().replicas[0].Slots() == 3 })
-	if got := e.srv.pools[0].set().replicas[1].Slots(); got != 1 {
+	eventually(t, "props to be read", func() bool { return e.srv.poolList()[0].set().replicas[0].Slots() == 3 })
+	if got := e.srv.poolList()[0].set().replicas[1].Slots(); got != 1 {
 		t.Fatalf("configured slots: %d, want 1", got)
 	}
 }

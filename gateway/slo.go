@@ -164,3 +164,11 @@ func sinceMs(from, first time.Time) float64 {
 	}
 	return float64(first.Sub(from).Microseconds()) / 1000
 }
+
+// setTargets replaces the objectives (config apply); the window is kept.
+func (t *sloTracker) setTargets(c config.SLO) {
+	t.mu.Lock()
+	t.targets[admission.Interactive] = c.Interactive
+	t.targets[admission.Batch] = c.Batch
+	t.mu.Unlock()
+}

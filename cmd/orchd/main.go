@@ -234,16 +234,39 @@ func serve(configPath, listen string, stdout, stderr io.Writer) int {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
-	select {
-	case err := <-serveErr:
-		if err != nil {
-			log.Error("server stopped", zap.Error(err))
-			_ = srv.Shutdown(context.Background())
-			return 1
+	// SIGHUP re-reads --config and applies it (hot reload, SPEC §9); an
+	// invalid file or a change that needs a restart changes nothing.
+	hup := make(chan os.Signal, 1)
+	if configPath != "" {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
+wait:
+	for {
+		select {
+		case err := <-serveErr:
+			if err != nil {
+				log.Error("server stopped", zap.Error(err))
+				_ = srv.Shutdown(context.Background())
+				return 1
+			}
+			return 0
+		case <-hup:
+			data, err := os.ReadFile(configPath)
+			if err != nil {
+				log.Error("SIGHUP: cannot read the config; nothing changed", zap.String("path", configPath), zap.Error(err))
+				continue
+			}
+			res, err := srv.Apply(data, false)
+			if err != nil {
+				log.Error("SIGHUP: config not applied; nothing changed", zap.String("path", configPath), zap.Error(err))
+				continue
+			}
+			log.Info("SIGHUP: config reloaded", zap.String("path", configPath), zap.Strings("changes", res.Changes))
+		case sig := <-sigs:
+			log.Info("shutting down", zap.String("signal", sig.String()), zap.Int("grace_ms", cfg.ShutdownGraceMs))
+			break wait
 		}
-		return 0
-	case sig := <-sigs:
-		log.Info("shutting down", zap.String("signal", sig.String()), zap.Int("grace_ms", cfg.ShutdownGraceMs))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownGraceMs)*time.Millisecond+10*time.Second)
 	defer cancel()

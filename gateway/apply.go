@@ -1,0 +1,419 @@
+package gateway
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pmezard/go-difflib/difflib"
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/llama-orch/llama-orch/gateway/config"
+)
+
+// Hot reload (SPEC §9, issue 6): SIGHUP or POST /v1/config swaps the config
+// atomically. What a running gateway can change in place: API keys, tenants
+// and their quotas, SLO targets, and pools — added, removed (drained, then
+// dropped) or given a new replica list (a new replica set, switched in once
+// its replicas pass health; running streams finish on the old set). Every
+// other key needs a restart: an apply that changes one is refused whole,
+// naming it, and changes nothing. So is an invalid file.
+
+// applyTimeout bounds the wait for new replica sets to pass health.
+const applyTimeout = 30 * time.Second
+
+// removedPoolGrace is how long a pool removed by an apply lets its running
+// tasks finish before they are ended.
+const removedPoolGrace = 30 * time.Second
+
+// ApplyResult describes an apply (or a dry run).
+type ApplyResult struct {
+	DryRun  bool     `json:"dry_run"`
+	Applied bool     `json:"applied"`
+	Diff    string   `json:"diff"`
+	Changes []string `json:"changes"`
+}
+
+// ApplyError is a refused apply: problems found by validation, or a reason.
+type ApplyError struct {
+	Problems []config.Problem
+	Reason   string
+}
+
+func (e *ApplyError) Error() string {
+	if e.Reason != "" {
+		return e.Reason
+	}
+	msgs := make([]string, 0, len(e.Problems))
+	for _, p := range e.Problems {
+		if !p.Warning {
+			msgs = append(msgs, p.String())
+		}
+	}
+	return "invalid config: " + strings.Join(msgs, "; ")
+}
+
+// Apply validates data (a whole config file) and, unless dryRun, switches
+// the running gateway to it atomically. Errors are *ApplyError.
+func (s *Server) Apply(data []byte, dryRun bool) (ApplyResult, error) {
+	next, problems, err := config.Check(data, config.ValidateOptions{})
+	if err != nil {
+		return ApplyResult{}, &ApplyError{Reason: "cannot read the config: " + err.Error()}
+	}
+	if config.HasErrors(problems) {
+		return ApplyResult{}, &ApplyError{Problems: problems}
+	}
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	cur := s.running.Load()
+	res := ApplyResult{DryRun: dryRun, Diff: configDiff(cur, next)}
+	changes, why := applicable(cur, next)
+	res.Changes = changes
+	if why != "" {
+		s.refusedApply(why)
+		return res, &ApplyError{Reason: why}
+	}
+	if dryRun || len(changes) == 0 {
+		return res, nil
+	}
+	if err := s.commit(cur, next); err != nil {
+		s.refusedApply(err.Error())
+		return res, &ApplyError{Reason: err.Error()}
+	}
+	res.Applied = true
+	s.log.Info("config applied", zap.Strings("changes", changes))
+	s.events.publish(opsEvent{Type: "config", OK: ptr(true), Changes: changes})
+	return res, nil
+}
+
+func (s *Server) refusedApply(why string) {
+	s.log.Warn("config apply refused", zap.String("reason", why))
+	s.events.publish(opsEvent{Type: "config", OK: ptr(false), Reason: why})
+}
+
+// applicable lists what next changes, or says why it cannot be applied live.
+func applicable(cur, next *config.Config) (changes []string, why string) {
+	a, b := *cur, *next
+	if !reflect.DeepEqual(a.Auth, b.Auth) {
+		changes = append(changes, "auth.keys")
+	}
+	if !reflect.DeepEqual(a.Tenants, b.Tenants) {
+		changes = append(changes, "tenants")
+	}
+	if !reflect.DeepEqual(a.SLO, b.SLO) {
+		changes = append(changes, "slo")
+	}
+	// Everything else at the top level must be unchanged.
+	a.Auth, b.Auth, a.Tenants, b.Tenants, a.SLO, b.SLO, a.Pools, b.Pools = config.Auth{}, config.Auth{}, nil, nil, config.SLO{}, config.SLO{}, nil, nil
+	if !reflect.DeepEqual(a, b) {
+		return changes, "changing " + strings.Join(topLevelDiff(a, b), ", ") + " needs a restart of orchd (hot reload applies auth, tenants, slo and pools)"
+	}
+	old := map[string]config.Pool{}
+	for _, p := range cur.Pools {
+		old[p.ID] = p
+	}
+	seen := map[string]bool{}
+	for _, p := range next.Pools {
+		seen[p.ID] = true
+		o, ok := old[p.ID]
+		if !ok {
+			changes = append(changes, "pools."+p.ID+" (added)")
+			continue
+		}
+		if !reflect.DeepEqual(o.Replicas, p.Replicas) {
+			changes = append(changes, "pools."+p.ID+".replicas")
+		}
+		o.Replicas, p.Replicas = nil, nil
+		if !reflect.DeepEqual(o, p) {
+			return changes, "changing pool " + p.ID + " other than its replicas needs a restart of orchd (or remove it and add it under a new id)"
+		}
+	}
+	for _, p := range cur.Pools {
+		if !seen[p.ID] {
+			changes = append(changes, "pools."+p.ID+" (removed: drained)")
+		}
+	}
+	return changes, ""
+}
+
+// topLevelDiff names the top-level keys that differ between a and b.
+func topLevelDiff(a, b config.Config) []string {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	var out []string
+	for i := 0; i < va.NumField(); i++ {
+		f := va.Type().Field(i)
+		if !f.IsExported() || reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			name = f.Name
+		}
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// commit switches to next: it prepares every new pool and replica set first
+// (each must pass health within applyTimeout), then swaps all at once.
+func (s *Server) commit(cur, next *config.Config) error {
+	auth, err := NewAuthenticator(next.Auth.Keys, s.demoKeys)
+	if err != nil {
+		return err
+	}
+	byID := map[string]*pool{}
+	for _, p := range s.poolList() {
+		byID[p.id] = p
+	}
+	type swap struct {
+		p  *pool
+		rs *replicaSet
+	}
+	var (
+		added    []*pool
+		swaps    []swap
+		prepared []*replicaSet
+	)
+	abort := func(e error) error {
+		for _, rs := range prepared {
+			rs.close()
+		}
+		for _, p := range added {
+			p.close()
+		}
+		return e
+	}
+	newList := make([]*pool, 0, len(next.Pools))
+	for _, pc := range next.Pools {
+		p, ok := byID[pc.ID]
+		if !ok {
+			np, err := newPool(pc, s.deps)
+			if err != nil {
+				return abort(err)
+			}
+			np.healthLoop(np.set(), s.stop, s.cfg.Health, &s.bgWG)
+			added = append(added, np)
+			newList = append(newList, np)
+			continue
+		}
+		newList = append(newList, p)
+		if !reflect.DeepEqual(p.set().cfgs, pc.Replicas) {
+			rs, err := p.newSet(pc.Replicas)
+			if err != nil {
+				return abort(err)
+			}
+			prepared = append(prepared, rs)
+			p.healthLoop(rs, s.stop, s.cfg.Health, &s.bgWG)
+			swaps = append(swaps, swap{p, rs})
+		}
+	}
+	// Every new set must have all its replicas ready before anything switches.
+	deadline := time.Now().Add(applyTimeout)
+	for {
+		var waiting []string
+		for _, sw := range swaps {
+			waiting = append(waiting, unready(sw.p.id, sw.rs)...)
+		}
+		for _, p := range added {
+			waiting = append(waiting, unready(p.id, p.set())...)
+		}
+		if len(waiting) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return abort(errors.New("new replicas did not pass health within " + applyTimeout.String() + ": " + strings.Join(waiting, "; ")))
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-s.stop:
+			return abort(errors.New("orchd is shutting down"))
+		}
+	}
+	// The switch.
+	s.admitMu.Lock()
+	if !reflect.DeepEqual(cur.Auth, next.Auth) {
+		s.auth.Store(auth)
+		s.uiSess.revokeAll()
+	}
+	s.quotas.update(next.Tenants)
+	s.slo.setTargets(next.SLO)
+	for _, sw := range swaps {
+		old := sw.p.set()
+		sw.p.cur.Store(sw.rs)
+		s.bgWG.Add(1)
+		go func(p *pool) {
+			defer s.bgWG.Done()
+			defer recoverLog(p.log, "retire replica set")
+			p.retire(old, s.stop)
+		}(sw.p)
+		sw.p.signal()
+	}
+	var removed []*pool
+	keep := map[*pool]bool{}
+	for _, p := range newList {
+		keep[p] = true
+	}
+	for _, p := range s.poolList() {
+		if !keep[p] {
+			removed = append(removed, p)
+		}
+	}
+	s.pools.Store(&newList)
+	s.running.Store(next)
+	s.admitMu.Unlock()
+	for _, p := range added {
+		p.everReady.Store(true)
+		s.startPoolRunners(p)
+	}
+	for _, p := range removed {
+		s.dropPool(p)
+	}
+	return nil
+}
+
+// unready lists rs's replicas that have not passed health yet.
+func unready(poolID string, rs *replicaSet) []string {
+	var out []string
+	for i, r := range rs.replicas {
+		if !r.Ready() {
+			msg := poolID + "/" + r.ID
+			if e := rs.states[i].lastError.Load(); e != nil && *e != "" {
+				msg += ": " + *e
+			}
+			out = append(out, msg)
+		}
+	}
+	return out
+}
+
+// dropPool drains a pool an apply removed: it admits nothing (it is no
+// longer routed to), queued and running tasks may finish for
+// removedPoolGrace, then the rest end with POOL_UNREADY; then it closes.
+func (s *Server) dropPool(p *pool) {
+	p.draining.Store(true)
+	s.events.publish(opsEvent{Type: "drain", PoolID: p.id, DeadlineMs: ptr(removedPoolGrace.Milliseconds())})
+	s.bgWG.Add(1)
+	go func() {
+		defer s.bgWG.Done()
+		defer recoverLog(p.log, "drop pool")
+		deadline := time.NewTimer(removedPoolGrace)
+		defer deadline.Stop()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			busy := p.queue.Len() > 0
+			for _, t := range s.tasks.live() {
+				busy = busy || t.pool == p
+			}
+			if !busy {
+				break
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-tick.C:
+				continue
+			case <-deadline.C:
+				for _, t := range s.tasks.live() {
+					if t.pool == p {
+						s.terminate(t, &APIError{Code: CodePoolUnready, Engine: p.engine, PoolID: p.id, Retriable: true,
+							Message: "pool " + p.id + " was removed from the config"}, "drained")
+					}
+				}
+			}
+			break
+		}
+		p.set().halt()
+		p.log.Info("removed pool closed")
+		p.close()
+	}()
+}
+
+// redacted is c with API keys replaced by their SHA-256 (GET /v1/config and
+// diffs never show a key).
+func redacted(c *config.Config) config.Config {
+	out := *c
+	out.Auth.Keys = make([]config.Key, len(c.Auth.Keys))
+	for i, k := range c.Auth.Keys {
+		if k.Key != "" {
+			sum := sha256.Sum256([]byte(k.Key))
+			k.KeySHA256, k.Key = hex.EncodeToString(sum[:]), ""
+		}
+		out.Auth.Keys[i] = k
+	}
+	return out
+}
+
+func canonicalYAML(c *config.Config) string {
+	r := redacted(c)
+	b, err := yaml.Marshal(&r)
+	if err != nil {
+		return "# cannot render: " + err.Error() + "\n"
+	}
+	return string(b)
+}
+
+// configDiff is a unified diff of the canonical YAML of two configs.
+func configDiff(cur, next *config.Config) string {
+	d, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
+		A: difflib.SplitLines(canonicalYAML(cur)), B: difflib.SplitLines(canonicalYAML(next)),
+		FromFile: "running", ToFile: "new", Context: 2,
+	})
+	if err != nil {
+		return ""
+	}
+	return d
+}
+
+// handleConfigGet is GET /v1/config: the running config as canonical YAML.
+func (s *Server) handleConfigGet(ctx *fasthttp.RequestCtx) {
+	if _, ok := s.requireControlRead(ctx); !ok {
+		return
+	}
+	ctx.SetContentType("application/yaml")
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.SetBodyString(canonicalYAML(s.running.Load()))
+}
+
+// handleConfigPost is POST /v1/config[?dry_run=true] with a whole config.
+func (s *Server) handleConfigPost(ctx *fasthttp.RequestCtx) {
+	if _, ok := s.require(ctx, RoleControl); !ok {
+		return
+	}
+	dry := string(ctx.QueryArgs().Peek("dry_run"))
+	res, err := s.Apply(ctx.PostBody(), dry == "true" || dry == "1")
+	if err != nil {
+		var ae *ApplyError
+		errors.As(err, &ae)
+		type problem struct {
+			Path    string `json:"path"`
+			Line    int    `json:"line,omitempty"`
+			Message string `json:"message"`
+			Warning bool   `json:"warning,omitempty"`
+		}
+		body := struct {
+			APIError
+			Problems []problem `json:"problems,omitempty"`
+			Diff     string    `json:"diff,omitempty"`
+			Changes  []string  `json:"changes,omitempty"`
+		}{APIError: APIError{Code: CodeInvalidParams, Message: err.Error()}, Diff: res.Diff, Changes: res.Changes}
+		if ae != nil {
+			for _, p := range ae.Problems {
+				body.Problems = append(body.Problems, problem{Path: p.Path, Line: p.Line, Message: p.Message, Warning: p.Warning})
+			}
+		}
+		writeJSON(ctx, fasthttp.StatusBadRequest, body)
+		return
+	}
+	if res.Changes == nil {
+		res.Changes = []string{}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, res)
+}

@@ -1,0 +1,129 @@
+package gateway
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/sse"
+)
+
+// TestApplyUnderLoad: a config apply that moves a pool to new replicas and
+// changes the keys, while 50 streams run: every stream ends with `end`, new
+// work goes to the new replicas, the old key stops working and the new one
+// works (SPEC §9 hot reload, issue 6).
+func TestApplyUnderLoad(t *testing.T) {
+	e := newEnv(t, nil, fake.Options{Slots: 32, ITL: 10 * time.Millisecond}, fake.Options{Slots: 32, ITL: 10 * time.Millisecond})
+	r := e.do("GET", "/v1/config", testKey, "")
+	cur := string(r.body)
+	if r.status != 200 || !strings.Contains(cur, "key_sha256:") || strings.Contains(cur, testKey) || strings.Contains(cur, "sk-other") {
+		t.Fatalf("GET /v1/config: %d\n%s", r.status, cur)
+	}
+	var next []*fake.Server
+	for range 2 {
+		f, err := fake.New(fake.Options{Slots: 32})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Start("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = f.Close() })
+		next = append(next, f)
+	}
+	// Invalid: nothing changes, every problem named.
+	bad := strings.Replace(cur, "capacity: 8", "capacity: -1", 1) + "\nbogus_key: 1\n"
+	r = e.do("POST", "/v1/config", testKey, bad)
+	if r.status != 400 || !strings.Contains(string(r.body), "bogus_key") || !strings.Contains(string(r.body), "capacity") {
+		t.Fatalf("invalid apply: %d %s", r.status, r.body)
+	}
+	// A key that needs a restart: refused, named.
+	r = e.do("POST", "/v1/config", testKey, strings.Replace(cur, "task_retention_ms: 10000", "task_retention_ms: 5000", 1))
+	if r.status != 400 || !strings.Contains(string(r.body), "task_retention_ms") || !strings.Contains(string(r.body), "restart") {
+		t.Fatalf("restart-only change: %d %s", r.status, r.body)
+	}
+	// The new file: new replica URLs, and a new control key instead of sk-ctl.
+	sum := func(k string) string { s := sha256.Sum256([]byte(k)); return hex.EncodeToString(s[:]) }
+	nf := strings.Replace(cur, e.fakes[0].URL(), next[0].URL(), 1)
+	nf = strings.Replace(nf, e.fakes[1].URL(), next[1].URL(), 1)
+	nf = strings.Replace(nf, sum("sk-ctl"), sum("sk-ctl2"), 1)
+	r = e.do("POST", "/v1/config?dry_run=true", testKey, nf)
+	if r.status != 200 || r.json(t)["applied"] != false || !strings.Contains(string(r.body), next[0].URL()) {
+		t.Fatalf("dry run: %d %s", r.status, r.body)
+	}
+	if r := e.do("GET", "/v1/replicasets", "sk-ctl", ""); r.status != 200 {
+		t.Fatalf("a dry run changed the keys: %d", r.status)
+	}
+
+	const n = 50
+	var wg sync.WaitGroup
+	ends := make(chan string, n)
+	for range n {
+		id := newID()
+		if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: id, maxTokens: 300}.body()); r.status != 202 {
+			t.Fatalf("enqueue: %d %s", r.status, r.body)
+		}
+		st := e.openStream(id, testKey)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer st.close()
+			var last string
+			for {
+				ev, ok := st.nextNoFail()
+				if !ok {
+					break
+				}
+				last = ev
+			}
+			ends <- last
+		}()
+	}
+	eventually(t, "the streams to run", func() bool { return e.fakes[0].InFlight()+e.fakes[1].InFlight() >= n*4/5 })
+	r = e.do("POST", "/v1/config", testKey, nf)
+	if r.status != 200 || r.json(t)["applied"] != true {
+		t.Fatalf("apply: %d %s", r.status, r.body)
+	}
+	wg.Wait()
+	close(ends)
+	for last := range ends {
+		if last != "end" {
+			t.Fatalf("a stream across the apply ended with %q", last)
+		}
+	}
+	if r := e.do("GET", "/v1/replicasets", "sk-ctl", ""); r.status != 403 {
+		t.Fatalf("removed key still works: %d", r.status)
+	}
+	if r := e.do("GET", "/v1/replicasets", "sk-ctl2", ""); r.status != 200 || !strings.Contains(string(r.body), next[1].URL()) {
+		t.Fatalf("new key / new replicas: %d %s", r.status, r.body)
+	}
+	before := e.fakes[0].Requests() + e.fakes[1].Requests()
+	if evs := e.postStream(taskSpec{maxTokens: 3}.body()).all(t); evs[len(evs)-1].name != "end" {
+		t.Fatalf("task after the apply: %v", evs[len(evs)-1])
+	}
+	if e.fakes[0].Requests()+e.fakes[1].Requests() != before || next[0].Requests()+next[1].Requests() != 1 {
+		t.Fatal("a task after the apply did not go to the new replicas")
+	}
+	// Removing the pool: it is no longer routed to.
+	if r := e.do("GET", "/v1/config", testKey, ""); !strings.Contains(string(r.body), next[0].URL()) {
+		t.Fatalf("running config after the apply: %s", r.body)
+	}
+}
+
+// nextNoFail returns the next event name (skipping comments), for readers on
+// other goroutines; ok=false at EOF or on a read error.
+func (s *stream) nextNoFail() (string, bool) {
+	var f sse.Frame
+	for {
+		if err := s.rd.Next(&f); err != nil {
+			return "", false
+		}
+		if !f.Comment {
+			return string(f.Event), true
+		}
+	}
+}
