@@ -96,20 +96,47 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		s.reject(ctx, unknownLabel, aerr)
 		return
 	}
+	t := s.admit(ctx, pr, pt)
+	if t == nil {
+		return
+	}
+	p := t.pool
+	ctx.Response.Header.Set("X-Queue-Position", strconv.Itoa(t.queuePosition))
+	ctx.Response.Header.Set("X-Queue-ETA-Ms", strconv.FormatInt(t.predictedStartMs, 10))
+	if rem := s.sessions.remaining(t); rem != nil {
+		ctx.Response.Header.Set("X-Budget-Tokens-Remaining", strconv.Itoa(*rem))
+	}
+	if wantsStream(ctx) {
+		s.serveStream(ctx, t, -1)
+		return
+	}
+	var backoff int64
+	if t.predictedStartMs > 0 {
+		backoff = p.backoffMs(t.prio, false)
+	}
+	writeJSON(ctx, fasthttp.StatusAccepted, enqueueResponse{
+		TaskID: pt.TaskID, QueuePosition: t.queuePosition, PredictedStartMs: t.predictedStartMs, BackoffMs: backoff,
+	})
+}
+
+// admit runs every pre-admission check of SPEC §3.1 in order and queues the
+// task; on refusal it writes the error (and counts it) and returns nil.
+func (s *Server) admit(ctx *fasthttp.RequestCtx, pr Principal, pt *parsedTask) *task {
+	var aerr *APIError
 	p, aerr := s.findPool(pt.ModelRef, pt.Engine)
 	if aerr != nil {
 		s.reject(ctx, pt.Engine, aerr)
-		return
+		return nil
 	}
 	// Lifecycle (MODEL_DEPRECATED) comes with the catalog; no model is
 	// deprecated before it exists.
 	if aerr := p.readiness(); aerr != nil {
 		s.reject(ctx, p.engine, aerr)
-		return
+		return nil
 	}
 	if s.draining.Load() {
 		s.reject(ctx, p.engine, errDraining(p))
-		return
+		return nil
 	}
 	limit := p.ctxLimit()
 	reqCtx := limit
@@ -117,7 +144,7 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		if *pt.Ctx > limit {
 			s.reject(ctx, p.engine, &APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id,
 				Message: "ctx " + strconv.Itoa(*pt.Ctx) + " exceeds the model limit " + strconv.Itoa(limit) + " of pool " + p.id})
-			return
+			return nil
 		}
 		reqCtx = *pt.Ctx
 	}
@@ -131,20 +158,20 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		s.reject(ctx, p.engine, &APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id,
 			Message: "token budget exceeded: about " + strconv.Itoa(est) + " prompt tokens + max_tokens " + strconv.Itoa(pt.maxTokens) +
 				" > " + what + " " + strconv.Itoa(bound)})
-		return
+		return nil
 	}
 
 	s.admitMu.RLock()
 	defer s.admitMu.RUnlock()
 	if s.draining.Load() { // checked again: Shutdown may have begun meanwhile
 		s.reject(ctx, p.engine, errDraining(p))
-		return
+		return nil
 	}
 	key := taskKey{pr.Tenant, pt.TaskID}
 	if !s.tasks.reserve(key) {
 		s.reject(ctx, p.engine, &APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id, status: fasthttp.StatusConflict,
 			Message: "task_id " + pt.TaskID + " was already admitted; a task never runs twice"})
-		return
+		return nil
 	}
 	t := &task{
 		key:       key,
@@ -170,7 +197,7 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		s.tasks.unreserve(key)
 		s.metrics.backpressure(p.engine, aerr.PolicyLabel)
 		s.reject(ctx, p.engine, withQueue(aerr, p))
-		return
+		return nil
 	}
 	commitQuota, undoQuota, aerr := s.quotas.acquire(pr.Tenant)
 	if aerr != nil {
@@ -179,7 +206,7 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		aerr.Engine, aerr.PoolID = p.engine, p.id
 		s.metrics.backpressure(p.engine, aerr.PolicyLabel)
 		s.reject(ctx, p.engine, withQueue(aerr, p))
-		return
+		return nil
 	}
 	undo := func() {
 		undoQuota()
@@ -197,7 +224,7 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		s.reject(ctx, p.engine, &APIError{Code: CodeDeadlineUnmet, Engine: p.engine, PoolID: p.id, PredictedEndMs: predictedEnd,
 			Message: "deadline_ms " + strconv.FormatInt(t.deadline, 10) + " cannot be met: predicted end in " + strconv.FormatInt(predictedEnd, 10) +
 				" ms (" + strconv.Itoa(estAhead) + " tasks ahead, start in about " + strconv.FormatInt(estStart, 10) + " ms)"})
-		return
+		return nil
 	}
 
 	t.mu.Lock()
@@ -223,7 +250,7 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 		s.reject(ctx, p.engine, &APIError{Code: code, Engine: p.engine, PoolID: p.id, PolicyLabel: full.Policy,
 			Message:      "queue of pool " + p.id + " is full (" + strconv.Itoa(full.Queued) + " queued, capacity " + strconv.Itoa(full.Capacity) + ")",
 			RetryAfterMs: p.backoffMs(t.prio, perPriority), queuePosition: full.Queued, queueETAMs: p.predictStartMs(full.Queued), queueKnown: true})
-		return
+		return nil
 	}
 	t.entry = e
 	t.queuePosition = ahead
@@ -241,22 +268,7 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 	p.signal()
 	s.maybePreempt(p, t)
 
-	ctx.Response.Header.Set("X-Queue-Position", strconv.Itoa(t.queuePosition))
-	ctx.Response.Header.Set("X-Queue-ETA-Ms", strconv.FormatInt(t.predictedStartMs, 10))
-	if rem := s.sessions.remaining(t); rem != nil {
-		ctx.Response.Header.Set("X-Budget-Tokens-Remaining", strconv.Itoa(*rem))
-	}
-	if wantsStream(ctx) {
-		s.serveStream(ctx, t, -1)
-		return
-	}
-	var backoff int64
-	if t.predictedStartMs > 0 {
-		backoff = p.backoffMs(t.prio, false)
-	}
-	writeJSON(ctx, fasthttp.StatusAccepted, enqueueResponse{
-		TaskID: pt.TaskID, QueuePosition: t.queuePosition, PredictedStartMs: t.predictedStartMs, BackoffMs: backoff,
-	})
+	return t
 }
 
 // evict ends a queued task the full policy pushed out for a newcomer

@@ -23,6 +23,7 @@ import (
 	"github.com/llama-orch/llama-orch/balancer"
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/gateway/config"
+	"github.com/llama-orch/llama-orch/gateway/ui"
 )
 
 // Options wire a Server to its surroundings.
@@ -170,6 +171,11 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 	r.POST("/v1/pools/{id}/reload", s.handleReload)
 	r.GET("/v1/events", s.handleEvents)
 	r.GET("/v1/config", s.handleConfigGet)
+	ui.Register(r)
+	if s.cfg.OpenAICompat {
+		r.POST("/v1/completions", s.handleOpenAI(false))
+		r.POST("/v1/chat/completions", s.handleOpenAI(true))
+	}
 	r.POST("/v1/config", s.handleConfigPost)
 	r.POST("/v1/ui/session", s.handleUISession)
 	r.NotFound = func(ctx *fasthttp.RequestCtx) {

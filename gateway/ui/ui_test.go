@@ -219,6 +219,11 @@ func TestShellIsSelfContained(t *testing.T) {
 			t.Errorf("index.html lacks %s of the DOM contract", id)
 		}
 	}
+	// A nameless input: if the script failed, a native form submit would
+	// put named fields in the query string.
+	if !regexp.MustCompile(`<input id="key" type="password"`).MatchString(html) || strings.Contains(html, `name="key"`) {
+		t.Error(`index.html: input#key must be a password field without a name`)
+	}
 	js := string(assets["app.js"].body)
 	for _, bad := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
 		"localStorage", "sessionStorage", "document.cookie", "indexedDB", "setAttribute('style'", ".style."} {
@@ -249,6 +254,20 @@ func TestEtagMatch(t *testing.T) {
 	f(`"abcd"`, false)
 	f(`abc`, false)
 	f(``, false)
+}
+
+// FuzzEtagMatch: If-None-Match parsing never panics, and a list that names
+// the tag (strong or weak) always matches.
+func FuzzEtagMatch(f *testing.F) {
+	for _, seed := range []string{`"abc"`, `W/"abc"`, `"x", "abc"`, `*`, ``, `,,,`, `W/`, `"a\"b"`} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, list string) {
+		_ = etagMatch(list, `"abc"`)
+		if !etagMatch(list+`, "abc"`, `"abc"`) || !etagMatch(`W/"abc",`+list, `"abc"`) {
+			t.Fatalf("list %q plus the tag does not match", list)
+		}
+	})
 }
 
 // Compile-time check that the in-memory listener satisfies net.Listener

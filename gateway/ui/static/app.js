@@ -301,7 +301,12 @@
     br.dataset.breaker = breaker;
     br.append(mk('span', 'badge breaker-' + cls(breaker), breaker));
     const load = mk('td', 'load', fmtNum(r.inflight) + ' / ' + fmtNum(r.slots));
-    const eng = mk('td', 'engine-load', joinCounts(r.engine_load) || '—');
+    const eng = mk('td', 'engine-load');
+    const loadKeys = r.engine_load && typeof r.engine_load === 'object' ? Object.keys(r.engine_load) : [];
+    // processing before deferred (JSON objects from Go come sorted by key).
+    loadKeys.sort((a, b) => (b === 'requests_processing') - (a === 'requests_processing') || (a < b ? -1 : a > b ? 1 : 0));
+    for (const k of loadKeys) eng.append(mk('span', 'kv', k.replace(/^requests_/, '') + ' ' + fmtNum(r.engine_load[k])));
+    if (loadKeys.length === 0) eng.textContent = '—';
     const err = mk('td', 'last-error', r.last_error || '—');
     if (r.last_error) err.title = String(r.last_error);
     tr.append(id, url, stTd, br, load, eng, err);
