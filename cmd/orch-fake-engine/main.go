@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/fake"
+	faketriton "github.com/llama-orch/llama-orch/engines/fake/triton"
 )
 
 func main() {
@@ -44,7 +46,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) int {
 	fs := flag.NewFlagSet("orch-fake-engine", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		engine    = fs.String("engine", "", "engine wire format: llamacpp|vllm|tgi|triton (required; only llamacpp has a fake so far)")
+		engine    = fs.String("engine", "", "engine wire format: llamacpp|vllm|tgi|triton (required)")
 		listen    = fs.String("listen", "", "address to listen on, e.g. 127.0.0.1:18081 (required)")
 		slots     = fs.Int("slots", fake.DefaultSlots, "requests generated at once (llama.cpp --parallel); more wait in FIFO order")
 		ctx       = fs.Int("ctx", fake.DefaultCtx, "context size per slot the fake reports and enforces")
@@ -77,12 +79,13 @@ Flags:
 		fmt.Fprintf(stderr, "orch-fake-engine: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
 		return exitUsage
 	}
-	switch *engine {
-	case engines.LlamaCpp:
-	case engines.VLLM, engines.TGI, engines.Triton:
-		fmt.Fprintf(stderr, "orch-fake-engine: engine %q has no fake yet: only %s is supported so far\n", *engine, engines.LlamaCpp)
+	newFake, ok := fakes[*engine]
+	switch {
+	case ok:
+	case *engine == engines.VLLM || *engine == engines.TGI || *engine == engines.Triton:
+		fmt.Fprintf(stderr, "orch-fake-engine: engine %q has no fake in this build (have: %s)\n", *engine, strings.Join(fakeNames(), ", "))
 		return exitUsage
-	case "":
+	case *engine == "":
 		fmt.Fprintln(stderr, "orch-fake-engine: --engine is required (llamacpp|vllm|tgi|triton)")
 		return exitUsage
 	default:
@@ -98,11 +101,22 @@ Flags:
 		zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()),
 		zapcore.AddSync(stderr), zapcore.InfoLevel))
 	defer func() { _ = logger.Sync() }()
-	srv, err := fake.New(fake.Options{
+	o := fake.Options{
 		Engine: *engine, Slots: *slots, Ctx: *ctx, Tokens: *tokens,
 		TTFT: ms(*ttftMs), ITL: ms(*itlMs), Load: ms(*loadMs),
 		Fail: *fail, EngineVersion: *engineVer, Model: *model, Logger: logger,
-	})
+	}
+	// Each engine's fake has its own default version and model: only
+	// flags given explicitly override them.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["engine-version"] && *engine != engines.LlamaCpp {
+		o.EngineVersion = ""
+	}
+	if !set["model"] && *engine != engines.LlamaCpp {
+		o.Model = ""
+	}
+	srv, err := newFake(o)
 	if err != nil {
 		fmt.Fprintf(stderr, "orch-fake-engine: %v\n", err)
 		return exitUsage
@@ -119,4 +133,26 @@ Flags:
 		return exitError
 	}
 	return exitOK
+}
+
+// replica is what every engine's fake offers.
+type replica interface {
+	Start(addr string) error
+	URL() string
+	Close() error
+}
+
+// fakes makes each engine's fake.
+var fakes = map[string]func(fake.Options) (replica, error){
+	engines.LlamaCpp: func(o fake.Options) (replica, error) { return fake.New(o) },
+	engines.Triton:   func(o fake.Options) (replica, error) { return faketriton.New(o) },
+}
+
+func fakeNames() []string {
+	out := make([]string, 0, len(fakes))
+	for k := range fakes {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/llamacpp"
+	"github.com/llama-orch/llama-orch/engines/triton"
 )
 
 // Options tune every adapter alike.
@@ -31,7 +32,7 @@ type Options struct {
 
 // Engines lists the engines this build has adapters for.
 func Engines() []string {
-	return []string{engines.LlamaCpp}
+	return []string{engines.LlamaCpp, engines.Triton}
 }
 
 // New returns the adapter for one replica of engine at baseURL.
@@ -41,6 +42,12 @@ func New(engine, baseURL string, o Options) (engines.Adapter, error) {
 		a, err := llamacpp.New(baseURL, llamacpp.Options{MaxIdleConns: o.MaxIdleConns, DialTimeout: o.DialTimeout, Dial: o.Dial})
 		if err != nil {
 			return nil, err // not a typed nil inside the interface
+		}
+		return a, nil
+	case engines.Triton:
+		a, err := triton.New(baseURL, triton.Options{MaxIdleConns: o.MaxIdleConns, DialTimeout: o.DialTimeout, Dial: o.Dial, Model: o.Model})
+		if err != nil {
+			return nil, err
 		}
 		return a, nil
 	}
