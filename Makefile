@@ -4,14 +4,23 @@ BIN     ?= bin
 # go test -race needs cgo.
 export CGO_ENABLED ?= 1
 
-.PHONY: run test build lint bench bench-peers bench-go fuzz clean
+.PHONY: run test build lint bench bench-peers bench-go fuzz clean deps browser openai-client
 
 run: ## orchd on the embedded demo (two in-process llama.cpp fakes, key sk-demo)
 	$(GO) run ./cmd/orchd
 
-test: ## go vet + every test (unit, fuzz seeds, godog features) with the race detector
+test: deps ## go vet + every test (unit, fuzz seeds, godog features) with the race detector
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 9m ./...
+
+deps: browser openai-client ## what the tests need beyond Go: Chromium (ops page test) and the openai npm client
+
+browser: ## Debian's Chromium for the headless ops-page test (gateway/ui), if missing
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || \
+	  { echo "installing chromium (apt-get)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+openai-client: ## the official openai npm client for the OpenAI front-door test, from the lockfile
+	@[ -d scripts/openai-client/node_modules/openai ] || (cd scripts/openai-client && npm ci --no-audit --no-fund --loglevel=error)
 
 build: ## all binaries into ./bin
 	$(GO) build -o $(BIN)/ ./cmd/...
