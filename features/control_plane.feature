@@ -179,8 +179,9 @@ Feature: Control plane (SPEC §9)
     Then the response status is 409
     And the response is a JSON error envelope
     And the error message mentions "tiny.gguf"
-    When I POST "/v1/pools/p/reload" with body {"new_model_ref": "m2.gguf", "replicas": [{"id": "x", "url": "http://127.0.0.1:9"}]} and key "sk-ctl"
+    When I POST "/v1/pools/p/reload" with body {"new_model_ref": "m2.gguf", "timeout_ms": 300, "replicas": [{"id": "x", "url": "http://127.0.0.1:9"}]} and key "sk-ctl"
     Then the response status is 409
+    And the error message mentions "replica x"
     When I POST "/v1/pools/p/reload" with body {"timeout_ms": 300} and key "sk-ctl"
     Then the response status is 400
     And the response is an error with code "INVALID_PARAMS"
