@@ -225,7 +225,7 @@ func (s *Server) handleDrain(ctx *fasthttp.RequestCtx) {
 		writeJSON(ctx, fasthttp.StatusAccepted, map[string]any{"pool_id": p.id, "draining": true, "already": true})
 		return
 	}
-	s.log.Info("pool draining", zap.String("pool_id", p.id), zap.Int64("deadline_ms", deadline))
+	s.log.Info("pool draining", zap.String("pool_id", p.id), zap.String("engine", p.engine), zap.String("model_id", p.model()), zap.Int64("deadline_ms", deadline))
 	s.events.publish(opsEvent{Type: "drain", PoolID: p.id, DeadlineMs: ptr(deadline)})
 	s.bgWG.Add(1)
 	go func() {
@@ -244,7 +244,7 @@ func (s *Server) handleDrain(ctx *fasthttp.RequestCtx) {
 				n++
 			}
 		}
-		s.log.Info("pool drained", zap.String("pool_id", p.id), zap.Int("ended", n))
+		s.log.Info("pool drained", zap.String("pool_id", p.id), zap.String("engine", p.engine), zap.String("model_id", p.model()), zap.Int("ended", n))
 	}()
 	writeJSON(ctx, fasthttp.StatusAccepted, map[string]any{"pool_id": p.id, "draining": true, "deadline_ms": deadline})
 }
@@ -402,7 +402,8 @@ func (s *Server) handleReload(ctx *fasthttp.RequestCtx) {
 		}()
 		p.signal()
 	}
-	s.log.Info("pool reloaded", zap.String("pool_id", p.id), zap.String("from_model", old), zap.String("to_model", body.NewModelRef),
+	s.log.Info("pool reloaded", zap.String("pool_id", p.id), zap.String("engine", p.engine), zap.String("model_id", body.NewModelRef),
+		zap.String("from_model", old), zap.String("to_model", body.NewModelRef),
 		zap.Int("replicas", len(target.replicas)), zap.Bool("new_replicas", fresh != nil))
 	s.events.publish(opsEvent{Type: "reload", PoolID: p.id, Model: body.NewModelRef, OK: ptr(true)})
 	writeJSON(ctx, fasthttp.StatusOK, s.replicaSet(p))

@@ -123,26 +123,42 @@ func (s *Server) handleEnqueue(ctx *fasthttp.RequestCtx) {
 // task; on refusal it writes the error (and counts it) and returns nil.
 func (s *Server) admit(ctx *fasthttp.RequestCtx, pr Principal, pt *parsedTask) *task {
 	var aerr *APIError
-	p, aerr := s.findPool(pt.ModelRef, pt.Engine)
+	var p *pool
+	// rej refuses the task: counted, logged with the SPEC §8 fields it has,
+	// answered.
+	rej := func(e *APIError) {
+		engine, poolID, model := pt.Engine, "", ""
+		if p != nil {
+			engine, poolID, model = p.engine, p.id, p.model()
+		}
+		if ce := s.log.Check(zap.InfoLevel, "task rejected"); ce != nil {
+			ce.Write(zap.String("job_id", pt.TaskID), zap.String("session_id", pt.SessionID), zap.String("tenant_id", pr.Tenant),
+				zap.String("engine", engine), zap.String("pool_id", poolID), zap.String("model_id", model),
+				zap.String("priority", pt.priority.String()), zap.String("code", e.Code), zap.String("policy", e.PolicyLabel),
+				zap.String("error", e.Message))
+		}
+		s.reject(ctx, engine, e)
+	}
+	p, aerr = s.findPool(pt.ModelRef, pt.Engine)
 	if aerr != nil {
-		s.reject(ctx, pt.Engine, aerr)
+		rej(aerr)
 		return nil
 	}
 	// Lifecycle (MODEL_DEPRECATED) comes with the catalog; no model is
 	// deprecated before it exists.
 	if aerr := p.readiness(); aerr != nil {
-		s.reject(ctx, p.engine, aerr)
+		rej(aerr)
 		return nil
 	}
 	if s.draining.Load() {
-		s.reject(ctx, p.engine, errDraining(p))
+		rej(errDraining(p))
 		return nil
 	}
 	limit := p.ctxLimit()
 	reqCtx := limit
 	if pt.Ctx != nil {
 		if *pt.Ctx > limit {
-			s.reject(ctx, p.engine, &APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id,
+			rej(&APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id,
 				Message: "ctx " + strconv.Itoa(*pt.Ctx) + " exceeds the model limit " + strconv.Itoa(limit) + " of pool " + p.id})
 			return nil
 		}
@@ -155,7 +171,7 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, pr Principal, pt *parsedTask) *
 	}
 	// Compared without adding, so a huge max_tokens cannot overflow past it.
 	if pt.maxTokens > bound || est > bound-pt.maxTokens {
-		s.reject(ctx, p.engine, &APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id,
+		rej(&APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id,
 			Message: "token budget exceeded: about " + strconv.Itoa(est) + " prompt tokens + max_tokens " + strconv.Itoa(pt.maxTokens) +
 				" > " + what + " " + strconv.Itoa(bound)})
 		return nil
@@ -164,12 +180,12 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, pr Principal, pt *parsedTask) *
 	s.admitMu.RLock()
 	defer s.admitMu.RUnlock()
 	if s.draining.Load() { // checked again: Shutdown may have begun meanwhile
-		s.reject(ctx, p.engine, errDraining(p))
+		rej(errDraining(p))
 		return nil
 	}
 	key := taskKey{pr.Tenant, pt.TaskID}
 	if !s.tasks.reserve(key) {
-		s.reject(ctx, p.engine, &APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id, status: fasthttp.StatusConflict,
+		rej(&APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id, status: fasthttp.StatusConflict,
 			Message: "task_id " + pt.TaskID + " was already admitted; a task never runs twice"})
 		return nil
 	}
@@ -196,7 +212,7 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, pr Principal, pt *parsedTask) *
 	if aerr != nil {
 		s.tasks.unreserve(key)
 		s.metrics.backpressure(p.engine, aerr.PolicyLabel)
-		s.reject(ctx, p.engine, withQueue(aerr, p))
+		rej(withQueue(aerr, p))
 		return nil
 	}
 	commitQuota, undoQuota, aerr := s.quotas.acquire(pr.Tenant)
@@ -205,7 +221,7 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, pr Principal, pt *parsedTask) *
 		s.tasks.unreserve(key)
 		aerr.Engine, aerr.PoolID = p.engine, p.id
 		s.metrics.backpressure(p.engine, aerr.PolicyLabel)
-		s.reject(ctx, p.engine, withQueue(aerr, p))
+		rej(withQueue(aerr, p))
 		return nil
 	}
 	undo := func() {
@@ -221,7 +237,7 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, pr Principal, pt *parsedTask) *
 	predictedEnd := p.predictEndMs(estStart, t.tokensExpected())
 	if t.deadline > 0 && predictedEnd > t.deadline {
 		undo()
-		s.reject(ctx, p.engine, &APIError{Code: CodeDeadlineUnmet, Engine: p.engine, PoolID: p.id, PredictedEndMs: predictedEnd,
+		rej(&APIError{Code: CodeDeadlineUnmet, Engine: p.engine, PoolID: p.id, PredictedEndMs: predictedEnd,
 			Message: "deadline_ms " + strconv.FormatInt(t.deadline, 10) + " cannot be met: predicted end in " + strconv.FormatInt(predictedEnd, 10) +
 				" ms (" + strconv.Itoa(estAhead) + " tasks ahead, start in about " + strconv.FormatInt(estStart, 10) + " ms)"})
 		return nil
@@ -247,7 +263,7 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, pr Principal, pt *parsedTask) *
 			code = CodeQueueFullDropLRU
 		}
 		perPriority := full.Capacity != p.queue.Capacity()
-		s.reject(ctx, p.engine, &APIError{Code: code, Engine: p.engine, PoolID: p.id, PolicyLabel: full.Policy,
+		rej(&APIError{Code: code, Engine: p.engine, PoolID: p.id, PolicyLabel: full.Policy,
 			Message:      "queue of pool " + p.id + " is full (" + strconv.Itoa(full.Queued) + " queued, capacity " + strconv.Itoa(full.Capacity) + ")",
 			RetryAfterMs: p.backoffMs(t.prio, perPriority), queuePosition: full.Queued, queueETAMs: p.predictStartMs(full.Queued), queueKnown: true})
 		return nil

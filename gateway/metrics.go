@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metrics"
 
@@ -25,8 +24,9 @@ const otherLabel = "other"
 // Label cardinality budgets: distinct values per label (SPEC §8,
 // OC-METRICS-7102). engine is an allowlist of the engines orchd speaks, so a
 // client naming an unknown engine cannot take a place in it. device has no
-// SPEC budget: it is scoped by replica_id, and each replica reports at most
-// budgetDevicesPerReplica devices by name.
+// SPEC budget: it is scoped by replica_id, and each named replica reports at
+// most budgetDevicesPerReplica devices by name (replicas folded into "other"
+// report theirs as "other" too).
 const (
 	budgetEngineVersion     = 64
 	budgetPoolID            = 256
@@ -138,7 +138,7 @@ func series(name string, kv ...string) string {
 }
 
 func writeLabelValue(b *strings.Builder, v string) {
-	for i, r := range v {
+	for _, r := range v { // an invalid byte comes as utf8.RuneError: written as U+FFFD
 		switch {
 		case r == '\\':
 			b.WriteString(`\\`)
@@ -146,8 +146,6 @@ func writeLabelValue(b *strings.Builder, v string) {
 			b.WriteString(`\"`)
 		case r == '\n':
 			b.WriteString(`\n`)
-		case r == utf8.RuneError && !strings.HasPrefix(v[i:], "\uFFFD"):
-			b.WriteRune(utf8.RuneError)
 		case r < 0x20 || r == 0x7f:
 			b.WriteByte(' ')
 		default:
@@ -162,7 +160,7 @@ type seriesLabels struct {
 }
 
 func (m *gwMetrics) fold(l seriesLabels) seriesLabels {
-	if l.engineVersion == "" {
+	if l.engineVersion == "" || l.engineVersion == "unknown" { // not reported yet (the views say "unknown")
 		l.engineVersion = unknownLabel
 	}
 	if l.replicaID == "" {
@@ -380,7 +378,9 @@ func (m *gwMetrics) poolGauges(g *gaugeSet, p *pool) {
 		}
 		for j, d := range l.Devices {
 			dev := d.Device
-			if j >= budgetDevicesPerReplica {
+			if j >= budgetDevicesPerReplica || rid == otherLabel {
+				// A folded replica's devices fold too: device names are
+				// only bounded per named replica.
 				dev = otherLabel
 			}
 			if d.HasUtilization {

@@ -54,7 +54,14 @@ func (s *Server) maybePreempt(p *pool, newcomer *task) {
 	cancel := victim.cancelRun
 	victim.mu.Unlock()
 	s.metrics.preemption("hard", p.engine)
-	s.logTask(victim, zap.InfoLevel, "task preempted", zap.String("for_job_id", newcomer.key.id), zap.Bool("preempted", true))
+	victim.mu.Lock()
+	vr := victim.replica
+	victim.mu.Unlock()
+	fields := []zap.Field{zap.String("for_job_id", newcomer.key.id), zap.Bool("preempted", true)}
+	if vr != nil {
+		fields = append(fields, zap.String("replica_id", vr.ID), zap.String("engine_version", p.replicaVersion(vr)))
+	}
+	s.logTask(victim, zap.InfoLevel, "task preempted", fields...)
 	cancel()
 }
 

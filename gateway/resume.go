@@ -251,6 +251,7 @@ func (s *Server) breakerTransition(p *pool, r *balancer.Replica, from, to balanc
 	}
 	if ce := s.log.Check(lvl, "breaker transition"); ce != nil {
 		ce.Write(zap.String("pool_id", p.id), zap.String("replica_id", r.ID), zap.String("engine", p.engine),
+			zap.String("engine_version", p.replicaVersion(r)), zap.String("model_id", p.model()),
 			zap.String("from", from.String()), zap.String("to", to.String()), zap.String("last_error", p.lastError()))
 	}
 	s.events.publish(opsEvent{Type: "breaker", PoolID: p.id, ReplicaID: r.ID, From: from.String(), To: to.String()})

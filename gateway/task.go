@@ -261,8 +261,8 @@ func (s *Server) runTask(ctx context.Context, t *task, r *balancer.Replica) {
 		}
 	} else if t.segments > 0 {
 		s.metrics.resumption(p.engine)
-		s.logTask(t, zap.InfoLevel, "task resumed", zap.String("replica_id", r.ID), zap.Int("segment", t.segments),
-			zap.Int("tokens_so_far", t.tokensOutPrev))
+		s.logTask(t, zap.InfoLevel, "task resumed", zap.String("replica_id", r.ID), zap.String("engine_version", p.replicaVersion(r)),
+			zap.Int("segment", t.segments), zap.Int("tokens_so_far", t.tokensOutPrev), zap.Bool("preempted", true))
 	}
 	t.sink.segTokens = 0
 	res, err = st.adapter.Stream(ctx, &t.req, &t.sink)
@@ -276,6 +276,14 @@ func (s *Server) settle(t *task, labels seriesLabels, segStart time.Time, res en
 	end := time.Now()
 	queueMs := t.dispatchedAt.Sub(t.admittedAt).Milliseconds()
 	first := t.sink.firstToken
+	// Tokens are counted per segment on the replica that produced them: the
+	// engine's count when it finished, else the token events it delivered
+	// (failed, canceled, preempted or failed-over segments).
+	if err == nil {
+		s.metrics.tokens(labels, res.TokensIn, res.TokensOut)
+	} else if t.sink.segTokens > 0 {
+		s.metrics.tokens(labels, 0, t.sink.segTokens)
+	}
 	if err != nil {
 		if s.resumeAfter(t, err) {
 			return
@@ -293,10 +301,8 @@ func (s *Server) settle(t *task, labels seriesLabels, segStart time.Time, res en
 				s.slo.observe(t.prio, sinceMs(t.admittedAt, first), 0, true)
 			}
 			if t.log.Append(sse.KindError, mustJSON(ae)) {
-				s.logTask(t, zap.WarnLevel, "task failed",
-					zap.String("replica_id", r.ID), zap.String("engine_version", labels.engineVersion),
-					zap.String("code", ae.Code), zap.String("error", ae.Message),
-					zap.Int("tokens_streamed", t.log.Tokens()))
+				s.logTask(t, zap.WarnLevel, "task failed", s.runFields(t, r,
+					zap.String("code", ae.Code), zap.String("error", ae.Message))...)
 			}
 		}
 		// A cancel (client, abandonment, watchdog, shutdown) already wrote
@@ -333,7 +339,6 @@ func (s *Server) settle(t *task, labels seriesLabels, segStart time.Time, res en
 		finish = "stop"
 	}
 	if t.log.Append(sse.KindEnd, mustJSON(endEvent{TokensOut: tokensOut, DecodeMs: decodeMs, FinishReason: finish})) {
-		s.metrics.tokens(labels, res.TokensIn, res.TokensOut)
 		perToken := 0.0
 		if !first.IsZero() && tokensOut > 1 {
 			perToken = float64(end.Sub(first).Microseconds()) / 1000 / float64(tokensOut-1)
@@ -453,7 +458,7 @@ func (s *Server) terminate(t *task, ae *APIError, reason string) bool {
 	cancel()
 	p := t.pool
 	s.metrics.canceled(seriesLabels{engine: p.engine, engineVersion: p.replicaVersion(r), poolID: p.id, replicaID: r.ID}, reason)
-	s.logTask(t, zap.InfoLevel, "task canceled", zap.String("reason", reason), zap.String("state", "running"), zap.String("replica_id", r.ID))
+	s.logTask(t, zap.InfoLevel, "task canceled", s.runFields(t, r, zap.String("reason", reason), zap.String("state", "running"))...)
 	return true
 }
 
@@ -545,4 +550,20 @@ func (s *Server) logTask(t *task, lvl zapcore.Level, msg string, extra ...zap.Fi
 		zap.String("priority", t.prio.String()), zap.Int("queue_position", t.queuePosition),
 		zap.Int64("predicted_start_ms", t.predictedStartMs), zap.Int64("deadline_ms", t.deadline))
 	ce.Write(append(fields, extra...)...)
+}
+
+// runFields are the SPEC §8 fields of a task that reached a replica: where
+// it ran, how long it queued, what it produced. Call with t.mu not held.
+func (s *Server) runFields(t *task, r *balancer.Replica, extra ...zap.Field) []zap.Field {
+	t.mu.Lock()
+	queueMs := t.dispatchedAt.Sub(t.admittedAt).Milliseconds()
+	warm, preempted := t.kvWarm, t.segments > 0
+	t.mu.Unlock()
+	f := make([]zap.Field, 0, 6+len(extra))
+	if r != nil {
+		f = append(f, zap.String("replica_id", r.ID), zap.String("engine_version", t.pool.replicaVersion(r)))
+	}
+	f = append(f, zap.Bool("kv_warmth", warm), zap.Int64("queue_time_ms", max(queueMs, 0)),
+		zap.Int("tokens_out", t.log.Tokens()), zap.Bool("preempted", preempted))
+	return append(f, extra...)
 }
