@@ -13,6 +13,7 @@ import (
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/adapters"
 	"github.com/llama-orch/llama-orch/engines/fake"
+	faketgi "github.com/llama-orch/llama-orch/engines/fake/tgi"
 	faketriton "github.com/llama-orch/llama-orch/engines/fake/triton"
 	"github.com/llama-orch/llama-orch/gateway/config"
 )
@@ -30,6 +31,13 @@ var engineFakes = map[string]func(fake.Options) (interface {
 		Close() error
 	}, error) {
 		return fake.New(o)
+	},
+	engines.TGI: func(o fake.Options) (interface {
+		Start(string) error
+		URL() string
+		Close() error
+	}, error) {
+		return faketgi.New(o)
 	},
 	engines.Triton: func(o fake.Options) (interface {
 		Start(string) error

@@ -24,6 +24,7 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/fake"
+	faketgi "github.com/llama-orch/llama-orch/engines/fake/tgi"
 	faketriton "github.com/llama-orch/llama-orch/engines/fake/triton"
 )
 
@@ -145,6 +146,7 @@ type replica interface {
 // fakes makes each engine's fake.
 var fakes = map[string]func(fake.Options) (replica, error){
 	engines.LlamaCpp: func(o fake.Options) (replica, error) { return fake.New(o) },
+	engines.TGI:      func(o fake.Options) (replica, error) { return faketgi.New(o) },
 	engines.Triton:   func(o fake.Options) (replica, error) { return faketriton.New(o) },
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/llamacpp"
+	"github.com/llama-orch/llama-orch/engines/tgi"
 	"github.com/llama-orch/llama-orch/engines/triton"
 )
 
@@ -32,7 +33,7 @@ type Options struct {
 
 // Engines lists the engines this build has adapters for.
 func Engines() []string {
-	return []string{engines.LlamaCpp, engines.Triton}
+	return []string{engines.LlamaCpp, engines.TGI, engines.Triton}
 }
 
 // New returns the adapter for one replica of engine at baseURL.
@@ -42,6 +43,12 @@ func New(engine, baseURL string, o Options) (engines.Adapter, error) {
 		a, err := llamacpp.New(baseURL, llamacpp.Options{MaxIdleConns: o.MaxIdleConns, DialTimeout: o.DialTimeout, Dial: o.Dial})
 		if err != nil {
 			return nil, err // not a typed nil inside the interface
+		}
+		return a, nil
+	case engines.TGI:
+		a, err := tgi.New(baseURL, tgi.Options{MaxIdleConns: o.MaxIdleConns, DialTimeout: o.DialTimeout, Dial: o.Dial, Model: o.Model})
+		if err != nil {
+			return nil, err
 		}
 		return a, nil
 	case engines.Triton:

@@ -1,0 +1,5 @@
+//go:build !race
+
+package tgi
+
+const raceEnabled = false
