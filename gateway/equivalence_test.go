@@ -15,6 +15,7 @@ import (
 	"github.com/llama-orch/llama-orch/engines/fake"
 	faketgi "github.com/llama-orch/llama-orch/engines/fake/tgi"
 	faketriton "github.com/llama-orch/llama-orch/engines/fake/triton"
+	fakevllm "github.com/llama-orch/llama-orch/engines/fake/vllm"
 	"github.com/llama-orch/llama-orch/gateway/config"
 )
 
@@ -31,6 +32,13 @@ var engineFakes = map[string]func(fake.Options) (interface {
 		Close() error
 	}, error) {
 		return fake.New(o)
+	},
+	engines.VLLM: func(o fake.Options) (interface {
+		Start(string) error
+		URL() string
+		Close() error
+	}, error) {
+		return fakevllm.New(o)
 	},
 	engines.TGI: func(o fake.Options) (interface {
 		Start(string) error

@@ -14,7 +14,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"github.com/llama-orch/llama-orch/engines/fake"
 	faketgi "github.com/llama-orch/llama-orch/engines/fake/tgi"
 	faketriton "github.com/llama-orch/llama-orch/engines/fake/triton"
+	fakevllm "github.com/llama-orch/llama-orch/engines/fake/vllm"
 )
 
 func main() {
@@ -83,9 +83,6 @@ Flags:
 	newFake, ok := fakes[*engine]
 	switch {
 	case ok:
-	case *engine == engines.VLLM || *engine == engines.TGI || *engine == engines.Triton:
-		fmt.Fprintf(stderr, "orch-fake-engine: engine %q has no fake in this build (have: %s)\n", *engine, strings.Join(fakeNames(), ", "))
-		return exitUsage
 	case *engine == "":
 		fmt.Fprintln(stderr, "orch-fake-engine: --engine is required (llamacpp|vllm|tgi|triton)")
 		return exitUsage
@@ -146,15 +143,7 @@ type replica interface {
 // fakes makes each engine's fake.
 var fakes = map[string]func(fake.Options) (replica, error){
 	engines.LlamaCpp: func(o fake.Options) (replica, error) { return fake.New(o) },
+	engines.VLLM:     func(o fake.Options) (replica, error) { return fakevllm.New(o) },
 	engines.TGI:      func(o fake.Options) (replica, error) { return faketgi.New(o) },
 	engines.Triton:   func(o fake.Options) (replica, error) { return faketriton.New(o) },
-}
-
-func fakeNames() []string {
-	out := make([]string, 0, len(fakes))
-	for k := range fakes {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -27,7 +27,6 @@ func TestRunUsage(t *testing.T) {
 		want string
 	}{
 		// Engines without a fake yet.
-		{"vllm", []string{"--engine", "vllm", "--listen", "127.0.0.1:0"}, 2, "no fake in this build"},
 		// Unknown and missing engine.
 		{"unknown engine", []string{"--engine", "ollama", "--listen", "127.0.0.1:0"}, 2, "unknown engine"},
 		{"no engine", []string{"--listen", "127.0.0.1:0"}, 2, "--engine is required"},

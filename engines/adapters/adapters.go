@@ -14,6 +14,7 @@ import (
 	"github.com/llama-orch/llama-orch/engines/llamacpp"
 	"github.com/llama-orch/llama-orch/engines/tgi"
 	"github.com/llama-orch/llama-orch/engines/triton"
+	"github.com/llama-orch/llama-orch/engines/vllm"
 )
 
 // Options tune every adapter alike.
@@ -33,7 +34,7 @@ type Options struct {
 
 // Engines lists the engines this build has adapters for.
 func Engines() []string {
-	return []string{engines.LlamaCpp, engines.TGI, engines.Triton}
+	return []string{engines.LlamaCpp, engines.VLLM, engines.TGI, engines.Triton}
 }
 
 // New returns the adapter for one replica of engine at baseURL.
@@ -43,6 +44,12 @@ func New(engine, baseURL string, o Options) (engines.Adapter, error) {
 		a, err := llamacpp.New(baseURL, llamacpp.Options{MaxIdleConns: o.MaxIdleConns, DialTimeout: o.DialTimeout, Dial: o.Dial})
 		if err != nil {
 			return nil, err // not a typed nil inside the interface
+		}
+		return a, nil
+	case engines.VLLM:
+		a, err := vllm.New(baseURL, vllm.Options{MaxIdleConns: o.MaxIdleConns, DialTimeout: o.DialTimeout, Dial: o.Dial, Model: o.Model})
+		if err != nil {
+			return nil, err
 		}
 		return a, nil
 	case engines.TGI:
