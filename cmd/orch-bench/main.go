@@ -5,6 +5,8 @@
 //	orch-bench run --gateway URL --direct URL --key K --model M --engine E -c N -d DURATION
 //	    --tokens N [--paced DUR] [--gateway-pid PID[,PID…]] [--two-step] --out DIR
 //	orch-bench summary --out FILE [--peers REPORT,…] REPORT…
+//	orch-bench determinism --engine E --replica URL --replica URL [--model M]
+//	    [--seeds 64] [--tokens 32] [--prompt-set builtin|FILE] [--out DIR]
 package main
 
 import (
@@ -44,12 +46,19 @@ const usage = `Usage:
   orch-bench run --gateway URL --direct URL --key K --model M --engine E -c N -d DURATION
       --tokens N [--paced DUR] [--gateway-pid PID] [--two-step] --out DIR
   orch-bench summary --out FILE [--peers REPORT.json,…] REPORT.json…
+  orch-bench determinism --engine E --replica URL --replica URL [--model M]
+      [--seeds 64] [--tokens 32] [--prompt-set builtin|FILE] [--out DIR]
 
 run: a direct phase (clients → engine's native API) then a gateway phase
 (clients → gateway → engine), each -d long, with -c closed-loop streaming
 clients over keep-alive connections; writes report.json, report.md and
 report.svg into --out. Targets must be loopback (127.0.0.0/8, ::1, localhost).
 summary: one Markdown table over several report.json files.
+determinism: streams a fixed corpus (seeds × prompts) from two replicas of
+one replica set, straight through the engine adapters, and compares the
+token streams byte for byte (SPEC §11); refuses replicas of different engine
+versions. Exit 0 identical, 1 differences, 2 refusal or usage, 3 engine
+errors or interrupted.
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool) int {
@@ -62,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		return runBench(ctx, args[1:], stdout, stderr, tty)
 	case "summary":
 		return runSummary(args[1:], stdout, stderr)
+	case "determinism":
+		return runDeterminism(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
