@@ -99,11 +99,13 @@ func (s *Server) refusedApply(why string) {
 
 // applicable lists what next changes, or says why it cannot be applied live.
 func applicable(cur, next *config.Config) (changes []string, why string) {
-	a, b := *cur, *next
-	if !reflect.DeepEqual(a.Auth, b.Auth) {
+	// Compared as GET /v1/config shows them: a key and its key_sha256 are
+	// the same key; an absent list and an empty one are the same list.
+	a, b := redacted(cur), redacted(next)
+	if !sameSlice(a.Auth.Keys, b.Auth.Keys) {
 		changes = append(changes, "auth.keys")
 	}
-	if !reflect.DeepEqual(a.Tenants, b.Tenants) {
+	if !sameSlice(a.Tenants, b.Tenants) {
 		changes = append(changes, "tenants")
 	}
 	if !reflect.DeepEqual(a.SLO, b.SLO) {
@@ -111,7 +113,7 @@ func applicable(cur, next *config.Config) (changes []string, why string) {
 	}
 	// Everything else at the top level must be unchanged.
 	a.Auth, b.Auth, a.Tenants, b.Tenants, a.SLO, b.SLO, a.Pools, b.Pools = config.Auth{}, config.Auth{}, nil, nil, config.SLO{}, config.SLO{}, nil, nil
-	if !reflect.DeepEqual(a, b) {
+	if !sameYAML(a, b) {
 		return changes, "changing " + strings.Join(topLevelDiff(a, b), ", ") + " needs a restart of orchd (hot reload applies auth, tenants, slo and pools)"
 	}
 	old := map[string]config.Pool{}
@@ -126,11 +128,11 @@ func applicable(cur, next *config.Config) (changes []string, why string) {
 			changes = append(changes, "pools."+p.ID+" (added)")
 			continue
 		}
-		if !reflect.DeepEqual(o.Replicas, p.Replicas) {
+		if !sameYAML(o.Replicas, p.Replicas) {
 			changes = append(changes, "pools."+p.ID+".replicas")
 		}
 		o.Replicas, p.Replicas = nil, nil
-		if !reflect.DeepEqual(o, p) {
+		if !sameYAML(o, p) {
 			return changes, "changing pool " + p.ID + " other than its replicas needs a restart of orchd (or remove it and add it under a new id)"
 		}
 	}
@@ -204,7 +206,7 @@ func (s *Server) commit(cur, next *config.Config) error {
 			continue
 		}
 		newList = append(newList, p)
-		if !reflect.DeepEqual(p.set().cfgs, pc.Replicas) {
+		if !sameYAML(p.set().cfgs, pc.Replicas) {
 			rs, err := p.newSet(pc.Replicas)
 			if err != nil {
 				return abort(err)
@@ -238,7 +240,7 @@ func (s *Server) commit(cur, next *config.Config) error {
 	}
 	// The switch.
 	s.admitMu.Lock()
-	if !reflect.DeepEqual(cur.Auth, next.Auth) {
+	if ra, rb := redacted(cur), redacted(next); !sameSlice(ra.Auth.Keys, rb.Auth.Keys) {
 		s.auth.Store(auth)
 		s.uiSess.revokeAll()
 	}
@@ -346,6 +348,7 @@ func redacted(c *config.Config) config.Config {
 			sum := sha256.Sum256([]byte(k.Key))
 			k.KeySHA256, k.Key = hex.EncodeToString(sum[:]), ""
 		}
+		k.KeySHA256 = strings.ToLower(k.KeySHA256)
 		out.Auth.Keys[i] = k
 	}
 	return out
@@ -416,4 +419,20 @@ func (s *Server) handleConfigPost(ctx *fasthttp.RequestCtx) {
 		res.Changes = []string{}
 	}
 	writeJSON(ctx, fasthttp.StatusOK, res)
+}
+
+// sameSlice compares two lists as YAML, taking nil and empty as equal.
+func sameSlice[T any](a, b []T) bool {
+	if len(a) == 0 && len(b) == 0 {
+		return true
+	}
+	return sameYAML(a, b)
+}
+
+// sameYAML compares two config values as their YAML: nil and empty lists,
+// absent and zero optional values are alike, as in the file.
+func sameYAML(a, b any) bool {
+	ya, erra := yaml.Marshal(a)
+	yb, errb := yaml.Marshal(b)
+	return erra == nil && errb == nil && string(ya) == string(yb)
 }

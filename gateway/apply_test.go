@@ -23,6 +23,10 @@ func TestApplyUnderLoad(t *testing.T) {
 	if r.status != 200 || !strings.Contains(cur, "key_sha256:") || strings.Contains(cur, testKey) || strings.Contains(cur, "sk-other") {
 		t.Fatalf("GET /v1/config: %d\n%s", r.status, cur)
 	}
+	// The running config applied back is no change at all.
+	if r := e.do("POST", "/v1/config?dry_run=true", testKey, cur); r.status != 200 || len(r.json(t)["changes"].([]any)) != 0 || r.json(t)["diff"] != "" {
+		t.Fatalf("round trip of GET /v1/config: %d %s", r.status, r.body)
+	}
 	var next []*fake.Server
 	for range 2 {
 		f, err := fake.New(fake.Options{Slots: 32})

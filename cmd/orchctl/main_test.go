@@ -20,7 +20,11 @@ import (
 	"github.com/llama-orch/llama-orch/gateway/config"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// fasthttp's worker-pool cleaner outlives a shut-down server by its idle
+// period (as in gateway/server_test.go).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"))
+}
 
 // Keys of the fake orchd.
 const (
