@@ -254,12 +254,25 @@ func (s *Server) handleCapabilities(ctx *fasthttp.RequestCtx) {
 	if _, ok := s.requireControlRead(ctx); !ok {
 		return
 	}
+	// replicaCaps is what one replica's adapter and engine report
+	// (OC-ADAPT-5011): "" / 0 where the engine does not say.
+	type replicaCaps struct {
+		PoolID              string `json:"pool_id"`
+		ReplicaID           string `json:"replica_id"`
+		InterruptibleDecode bool   `json:"interruptible_decode"`
+		Slots               int    `json:"slots"`
+		CtxMax              int    `json:"ctx_max"`
+		EngineVersion       string `json:"engine_version"`
+		Model               string `json:"model"`
+		ModelDigest         string `json:"model_digest,omitempty"`
+	}
 	type engineCaps struct {
 		CtxMax     int             `json:"ctx_max"`
 		Workloads  []string        `json:"workloads"`
 		RateLimits map[string]any  `json:"rate_limits"`
 		Features   map[string]bool `json:"features"`
 		Pools      []string        `json:"pools"`
+		Replicas   []replicaCaps   `json:"replicas"`
 	}
 	caps := map[string]*engineCaps{}
 	for _, p := range s.poolList() {
@@ -275,8 +288,20 @@ func (s *Server) handleCapabilities(ctx *fasthttp.RequestCtx) {
 		c.Pools = append(c.Pools, p.id)
 		c.RateLimits[p.id] = map[string]any{"queue_capacity": p.queue.Capacity(), "full_policy": p.queue.Policy(),
 			"max_tokens_limit": s.cfg.Admission.MaxTokensLimit}
-		_, tok := p.set().states[0].adapter.(engines.Tokenizer)
+		rs := p.set()
+		_, tok := rs.states[0].adapter.(engines.Tokenizer)
 		c.Features["engine_tokenizer"] = tok
+		for i, r := range rs.replicas {
+			st := rs.states[i]
+			rc := replicaCaps{PoolID: p.id, ReplicaID: r.ID, Slots: r.Slots(), EngineVersion: p.replicaVersion(r)}
+			if in, ok := st.adapter.(engines.Interruptible); ok {
+				rc.InterruptibleDecode = in.InterruptibleDecode()
+			}
+			if pr := st.props.Load(); pr != nil {
+				rc.CtxMax, rc.Model, rc.ModelDigest = pr.CtxMax, pr.Model, pr.ModelDigest
+			}
+			c.Replicas = append(c.Replicas, rc)
+		}
 	}
 	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"api_version": APIVersion, "engines": caps})
 }

@@ -113,6 +113,24 @@ func TestCanonicalEquivalence(t *testing.T) {
 		}
 		return true
 	})
+	// Capabilities per adapter (OC-ADAPT-5011), as each engine reports them.
+	r := e.do("GET", "/v1/capabilities", testKey, "")
+	caps := r.json(t)["engines"].(map[string]any)
+	for _, eng := range adapters.Engines() {
+		c, ok := caps[eng].(map[string]any)
+		if !ok {
+			t.Fatalf("capabilities lack %s: %s", eng, r.body)
+		}
+		reps := c["replicas"].([]any)
+		rc := reps[0].(map[string]any)
+		if len(reps) != 1 || rc["interruptible_decode"] != true || rc["engine_version"] == "unknown" || rc["engine_version"] == "" ||
+			rc["model"] == "" || rc["slots"].(float64) < 1 {
+			t.Fatalf("%s replica capabilities: %v", eng, rc)
+		}
+		if eng == engines.TGI && rc["model_digest"] == nil {
+			t.Fatalf("TGI reports model_sha, capabilities lack it: %v", rc)
+		}
+	}
 	for _, n := range []int{1, 7, 64} {
 		var want string
 		var wantOut any

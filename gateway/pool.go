@@ -30,6 +30,7 @@ type replicaState struct {
 	heldOut       atomic.Bool                  // reports a different engine_version or model than its set
 	okRun, badRun int                          // health streaks, touched only by the health loop
 	load          atomic.Pointer[engines.Load] // last engine-reported load (nil = none)
+	props         atomic.Pointer[engines.Props] // last properties the engine reported (nil = none)
 }
 
 // replicaSet is a pool's replicas at one time: a reload with a new replica
@@ -525,6 +526,9 @@ func (p *pool) probe(rs *replicaSet, i int, hc config.Health) {
 		return
 	}
 	props, err := prober.Props(ctx)
+	if err == nil {
+		st.props.Store(&props)
+	}
 	if err != nil {
 		// Readiness comes from health alone; props only enrich it (SPEC §5).
 		p.log.Warn("cannot read replica properties; using configured values",
