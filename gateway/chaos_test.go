@@ -485,8 +485,9 @@ func TestChaosUnavailable(t *testing.T) {
 // freed in the engine).
 func TestChaosStall(t *testing.T) {
 	// idle_ms well above the healthy streams' worst gap on a loaded machine
-	// (-race, 64 streams, two CPUs), or healthy replicas trip too.
-	e := newChaosEnv(t, config.FailoverResume, 500, fake.Options{Fail: fake.FailStall})
+	// (-race, 64 streams, two CPUs, other suites in parallel), or healthy
+	// replicas trip too: 500 ms was seen to trip one once.
+	e := newChaosEnv(t, config.FailoverResume, 1500, fake.Options{Fail: fake.FailStall})
 	l := startChaos(t, e, true)
 	eventually(t, "the breaker of r1 to open", func() bool { return transitions(e, "r1", "open") >= 1 })
 	time.Sleep(700 * time.Millisecond)
