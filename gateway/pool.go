@@ -27,9 +27,9 @@ type replicaState struct {
 	engineVersion atomic.Pointer[string]
 	ctxMax        atomic.Int64 // engine-reported per-request context, 0 = unknown
 	lastError     atomic.Pointer[string]
-	heldOut       atomic.Bool                  // reports a different engine_version or model than its set
-	okRun, badRun int                          // health streaks, touched only by the health loop
-	load          atomic.Pointer[engines.Load] // last engine-reported load (nil = none)
+	heldOut       atomic.Bool                   // reports a different engine_version or model than its set
+	okRun, badRun int                           // health streaks, touched only by the health loop
+	load          atomic.Pointer[engines.Load]  // last engine-reported load (nil = none)
 	props         atomic.Pointer[engines.Props] // last properties the engine reported (nil = none)
 }
 
