@@ -202,6 +202,10 @@ func initScenario(sc *godog.ScenarioContext) {
 
 	// Balancing, resilience and the control plane (SPEC §5, §9): resilience_steps_test.go.
 	initResilienceSteps(sc, w)
+
+	// Other engines, the OpenAI door, ops (SPEC §3.5, §6, §7–§9, §14):
+	// engines_steps_test.go and ops_steps_test.go.
+	initEngineSteps(sc, w)
 }
 
 // ---- configuration ----

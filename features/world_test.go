@@ -20,8 +20,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/llama-orch/llama-orch/engines"
-	"github.com/llama-orch/llama-orch/engines/fake"
 	"github.com/llama-orch/llama-orch/engines/adapters"
+	"github.com/llama-orch/llama-orch/engines/fake"
 	"github.com/llama-orch/llama-orch/gateway"
 	"github.com/llama-orch/llama-orch/gateway/config"
 	"github.com/llama-orch/llama-orch/sse"

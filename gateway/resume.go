@@ -77,6 +77,16 @@ func (s *Server) resumeAfter(t *task, err error) bool {
 	if !failedHere || !retriable {
 		return false
 	}
+	if isEngine && before && ee.Kind == engines.KindOverloaded && t.overloads < maxOverloadRetries &&
+		len(t.tried) == 0 && !p.hasUntriedExcept(t.tried, r) {
+		// The engine refused for load although the gateway counted a free
+		// slot: it frees an aborted request a moment after the gateway does
+		// (TGI at its max_concurrent_requests). When it is the only replica
+		// to try — and no other one has failed the task already — wait
+		// briefly and try again rather than fail the task.
+		t.overloads++
+		return s.requeueAfterLocked(t, time.Duration(25<<t.overloads)*time.Millisecond)
+	}
 	if t.tried == nil {
 		t.tried = make(map[*balancer.Replica]bool)
 	}
@@ -94,6 +104,45 @@ func (s *Server) resumeAfter(t *task, err error) bool {
 		return false
 	}
 	return s.requeueLocked(t, "failover", r)
+}
+
+// maxOverloadRetries bounds the retries of a task an engine refused as
+// overloaded (backoff 50, 100, 200 ms).
+const maxOverloadRetries = 3
+
+// hasUntriedExcept reports whether a ready replica other than r has not
+// failed the task.
+func (p *pool) hasUntriedExcept(tried map[*balancer.Replica]bool, r *balancer.Replica) bool {
+	for _, o := range p.set().replicas {
+		if o != r && o.Ready() && !tried[o] {
+			return true
+		}
+	}
+	return false
+}
+
+// requeueAfterLocked puts a task that streamed nothing back at the head of
+// its queue after d (t.mu held). Meanwhile it counts as queued: a cancel or
+// the drain ends it, and the timer then finds it done.
+func (s *Server) requeueAfterLocked(t *task, d time.Duration) bool {
+	p := t.pool
+	t.state = stateQueued
+	t.replica = nil
+	if t.cancelRun != nil {
+		t.cancelRun()
+		t.cancelRun = nil
+	}
+	s.metrics.retry(p.engine, "overloaded")
+	time.AfterFunc(d, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.state != stateQueued || t.log.Closed() {
+			return
+		}
+		p.queue.PushFront(t.entry)
+		p.signal()
+	})
+	return true
 }
 
 // requeueLocked puts a running task back at the head of its queue (t.mu

@@ -72,6 +72,7 @@ type task struct {
 	mu          sync.Mutex
 	abort       abortReason                // why the gateway aborted the running segment
 	tried       map[*balancer.Replica]bool // replicas that failed this task
+	overloads   int                        // "overloaded" refusals retried on a busy pool (resume.go)
 	fault       bool                       // the watchdog ended the segment for the replica's stall
 	brDone      func(bool)                 // the replica breaker's outcome callback for this segment
 	startedSent bool
