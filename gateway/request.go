@@ -37,6 +37,12 @@ type TaskRequest struct {
 	KVHint                string   `json:"kv_hint"`
 }
 
+// SamplerProfileVersion is the one sampler profile every adapter applies:
+// greedy decoding (temperature 0 / do_sample false) with the task's seed, so
+// replicas of one set (same engine_version) give byte-identical streams
+// (SPEC §11). A request naming another profile is refused.
+const SamplerProfileVersion = "greedy-v1"
+
 // DefaultMaxTokens is used when a request names no max_tokens.
 const DefaultMaxTokens = 256
 
@@ -111,6 +117,9 @@ func parseTaskRequest(body []byte) (*parsedTask, *APIError) {
 	case "", "strict", "best_effort":
 	default:
 		bad("determinism must be strict or best_effort")
+	}
+	if r.SamplerProfileVersion != "" && r.SamplerProfileVersion != SamplerProfileVersion {
+		bad("sampler_profile_version %q is not served: every replica set samples with %q (greedy, seeded)", r.SamplerProfileVersion, SamplerProfileVersion)
 	}
 	switch {
 	case r.Prompt == nil && len(r.Inputs) == 0:

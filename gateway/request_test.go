@@ -38,6 +38,8 @@ func TestParseTaskRequest(t *testing.T) {
 	f(`{`+ids+`,"model_ref":"m"}`, "prompt is required")
 	f(`{`+ids+`,"model_ref":"m","prompt":"x","inputs":["y"]}`, "not both")
 	f(`{`+ids+`,"prompt":"x"}`, "model_ref is required")
+	f(`{`+ids+`,"model_ref":"m","prompt":"x","sampler_profile_version":"greedy-v1"}`, "")            // the one served
+	f(`{`+ids+`,"model_ref":"m","prompt":"x","sampler_profile_version":"topk-v2"}`, "is not served") // another profile
 	f(`{`+ids+`,"model_ref":"m","prompt":"x","kv_hint":"warm"}`, "kv_hint")
 	f(`{`+ids+`,"model_ref":"m","prompt":"x"} {}`, "after the JSON object") // trailing data
 
