@@ -451,19 +451,25 @@ var metricsInterval = 2 * time.Second
 func (p *pool) overdue(t *task, now time.Time) (ae *APIError, kind abortReason) {
 	to := p.cfg.Timeouts
 	n := t.log.Tokens()
-	if t.wdSince.IsZero() || n != t.wdTokens {
+	if t.wdSeg != t.segStart {
+		// A new segment (a retry or a resume elsewhere): its clocks start
+		// now, not at the last token of the segment before.
+		t.wdSeg, t.wdTokens, t.wdSince = t.segStart, n, now
+	}
+	if n != t.wdTokens {
 		t.wdTokens, t.wdSince = n, now
 	}
+	seg := n - t.segBase // tokens of this segment
 	ae = &APIError{Engine: p.engine, PoolID: p.id}
 	switch {
 	case now.Sub(t.dispatchedAt) > time.Duration(to.WallMs)*time.Millisecond:
 		ae.Code, ae.Message = CodeDecodeTimeout, "task ran longer than wall_ms "+strconv.Itoa(to.WallMs)
-	case n == 0 && now.Sub(t.dispatchedAt) > time.Duration(to.FirstTokenMs)*time.Millisecond:
+	case seg == 0 && now.Sub(t.segStart) > time.Duration(to.FirstTokenMs)*time.Millisecond:
 		// A miss before the first token is a replica failure (SPEC §4.5);
 		// v0 makes one attempt, so it ends the task as retries used up.
 		ae.Code, ae.Message, ae.Retriable = CodeReplicaExhausted, "no first token within first_token_ms "+strconv.Itoa(to.FirstTokenMs), true
 		kind = abortFirstToken
-	case n > 0 && now.Sub(t.wdSince) > time.Duration(to.IdleMs)*time.Millisecond:
+	case seg > 0 && now.Sub(t.wdSince) > time.Duration(to.IdleMs)*time.Millisecond:
 		ae.Code, ae.Message = CodeDecodeTimeout, "no token for idle_ms "+strconv.Itoa(to.IdleMs)
 		kind = abortIdle
 	default:

@@ -68,6 +68,12 @@ type task struct {
 	session       *session  // the session this task's turn was reserved in
 	wdTokens      int       // watchdog: tokens seen at wdSince
 	wdSince       time.Time // watchdog: when the token count last moved
+	wdSeg         time.Time // watchdog: segStart of the segment wdSince belongs to
+	// segStart and segBase are when the running segment was dispatched and
+	// the task's token count then: a resumed segment gets its own first
+	// token and idle clocks (written before addRunning, read by the watchdog).
+	segStart time.Time
+	segBase  int
 
 	mu          sync.Mutex
 	abort       abortReason                // why the gateway aborted the running segment
@@ -191,6 +197,7 @@ func (s *Server) startTask(t *task, r *balancer.Replica, done func(success bool)
 	if t.segments == 0 {
 		t.dispatchedAt = now
 	}
+	t.segStart, t.segBase = now, t.log.Tokens()
 	prefer := s.sessions.lastReplica(t.key.tenant, t.sessionID, t.pool)
 	t.kvWarm = prefer == r && t.kvHint != "cold" && t.segments == 0
 	if t.readers == 0 {
