@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/llama-orch/llama-orch/engines/fake/internal/slots"
 )
 
 // A completion task: slot, pacing, frames, faults.
@@ -73,7 +75,7 @@ type task struct {
 	tSlot  time.Time
 	tFirst time.Time
 	tLast  time.Time
-	timer  *time.Timer
+	pause  slots.Pause
 
 	// Stream output: wbuf holds bytes to write (the head until the first
 	// frame, headLen long), ev and js are scratch.
@@ -84,43 +86,7 @@ type task struct {
 }
 
 // wait sleeps d unless the client goes or the server closes.
-func (t *task) wait(d time.Duration) bool {
-	if d <= 0 {
-		select {
-		case <-t.gone:
-			return false
-		case <-t.s.done:
-			return false
-		default:
-			return true
-		}
-	}
-	if t.timer == nil {
-		t.timer = time.NewTimer(d)
-	} else {
-		t.timer.Reset(d)
-	}
-	select {
-	case <-t.timer.C:
-		return true
-	case <-t.gone:
-	case <-t.s.done:
-	}
-	t.timer.Stop()
-	return false
-}
-
-// faultAt returns after how many frames the configured mid-stream fault
-// fires (-1: none).
-func (s *Server) faultAt() int {
-	switch s.o.Fail {
-	case FailMidstreamDisconnect:
-		return 3
-	case FailStall, FailMalformed, FailMidstreamError:
-		return 2
-	}
-	return -1
-}
+func (t *task) wait(d time.Duration) bool { return t.pause.Sleep(d, t.gone, t.s.g.Done()) }
 
 func (t *task) run() bool {
 	s := t.s
@@ -172,9 +138,10 @@ func (t *task) plan(nCtx int) {
 	if p := t.req.p.nPredict; p >= 0 && p <= limit {
 		n, truncated = p, false
 	}
-	t.nText, t.truncated, t.stopType = n, truncated, "limit"
-	if cap := t.s.o.Tokens; cap > 0 && cap < n && !t.req.p.ignoreEOS {
-		t.nText, t.eos, t.truncated, t.stopType = cap, true, false, "eos"
+	t.nText, t.eos = t.s.o.TextTokens(n, t.req.p.ignoreEOS)
+	t.truncated, t.stopType = truncated, "limit"
+	if t.eos {
+		t.truncated, t.stopType = false, "eos"
 	}
 	t.outIDs = make([]int32, 0, min(t.nText+1, 4096))
 }
@@ -335,9 +302,9 @@ func (t *task) stream() bool {
 		bufPool.Put(bp)
 		t.cc.out = t.wbuf[:0]
 	}()
-	var pending []byte // token bytes withheld until they end a character
+	var detok Detokenizer // withholds bytes until they end a character
 	frames := 0
-	faultAt := t.s.faultAt()
+	faultAt := FaultAt(t.s.o.Fail)
 	abort := func() bool { t.release(); return false }
 
 	if !t.wait(t.s.o.TTFT) {
@@ -350,12 +317,10 @@ func (t *task) stream() bool {
 			if pos > 0 && !t.wait(t.s.o.ITL) {
 				return abort()
 			}
-			text, id := t.token(pos)
-			pending = append(pending, text...)
-			if Complete(pending) {
-				t.js = t.appendPartial(t.js[:0], pending, id)
+			piece, id := t.token(pos)
+			if text, ok := detok.Add(piece); ok {
+				t.js = t.appendPartial(t.js[:0], text, id)
 				t.frame(t.js)
-				pending = pending[:0]
 				frames++
 			}
 		}
@@ -407,10 +372,7 @@ func (t *task) fault() bool {
 		return false
 	case FailStall:
 		if t.flush(true) {
-			select {
-			case <-t.gone:
-			case <-s.done:
-			}
+			slots.Hold(t.gone, s.g.Done())
 		}
 		t.release()
 		return false
@@ -436,7 +398,7 @@ func (t *task) whole() bool {
 	}
 	t.tFirst = time.Now()
 	total := t.total()
-	faultAt := t.s.faultAt()
+	faultAt := FaultAt(t.s.o.Fail)
 	var content []byte
 	for pos := 0; pos < total; pos++ {
 		if pos > 0 && !t.wait(t.s.o.ITL) {
@@ -454,10 +416,7 @@ func (t *task) whole() bool {
 		t.cc.c.Close()
 		return false
 	case FailStall:
-		select {
-		case <-t.gone:
-		case <-t.s.done:
-		}
+		slots.Hold(t.gone, t.s.g.Done())
 		t.release()
 		return false
 	case FailMalformed:

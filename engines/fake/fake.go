@@ -2,8 +2,10 @@
 // wire format byte for byte (SPEC §6): the gateway's tests, BDD features,
 // demo and bench run against them instead of GPUs.
 //
-// So far one engine is faked: llama.cpp's `llama-server` (ENGINES.md §1, the
-// captures in fixtures/llamacpp). Generated text is a pure function of
+// This package fakes llama.cpp's `llama-server` (ENGINES.md §1, the
+// captures in fixtures/llamacpp); its tgi, triton and vllm packages fake the
+// other engines with the same Options, fault modes (FailModes, FaultAt,
+// Options.TextTokens) and text model. Generated text is a pure function of
 // (seed, prompt, position) — see Text — so the same request yields the same
 // tokens from every engine's fake. Slots, deferred queueing, cancellation,
 // the loading window and the metrics behave like the real server; Options.Fail
@@ -42,6 +44,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,6 +53,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/llama-orch/llama-orch/engines"
+	"github.com/llama-orch/llama-orch/engines/fake/internal/serve"
 )
 
 // Fault modes for Options.Fail.
@@ -128,6 +132,76 @@ const (
 	DefaultModel         = "tiny.gguf"
 )
 
+// Defaults are an engine fake's values for the Options fields left zero.
+type Defaults struct {
+	// Slots replaces a zero Slots; 0 leaves it zero, for an engine that
+	// gives zero a meaning of its own.
+	Slots int
+	// EngineVersion and Model replace empty ones.
+	EngineVersion string
+	Model         string
+}
+
+// Check validates the fields every engine's fake reads alike and fills in
+// their defaults: Fail must be one of FailModes ("" becomes FailNone),
+// counts and delays must not be negative, Ctx (0 becomes DefaultCtx) must
+// be at least 2; Slots, EngineVersion and Model take d's values when zero
+// and a nil Logger becomes a no-op one. Errors wrap invalid. Engine is the
+// caller's to check.
+func (o *Options) Check(d Defaults, invalid error) error {
+	if o.Fail == "" {
+		o.Fail = FailNone
+	}
+	if !slices.Contains(FailModes(), o.Fail) {
+		return fmt.Errorf("%w: unknown fail mode %q: valid modes: %s", invalid, o.Fail, strings.Join(FailModes(), "|"))
+	}
+	if o.Slots < 0 || o.Ctx < 0 || o.Tokens < 0 || o.TTFT < 0 || o.ITL < 0 || o.Load < 0 {
+		return fmt.Errorf("%w: slots, ctx, tokens and delays must not be negative", invalid)
+	}
+	if o.Slots == 0 {
+		o.Slots = d.Slots
+	}
+	if o.Ctx == 0 {
+		o.Ctx = DefaultCtx
+	}
+	if o.Ctx < 2 {
+		return fmt.Errorf("%w: ctx must be at least 2", invalid)
+	}
+	if o.EngineVersion == "" {
+		o.EngineVersion = d.EngineVersion
+	}
+	if o.Model == "" {
+		o.Model = d.Model
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	return nil
+}
+
+// TextTokens returns how many text tokens a request that would generate n
+// gets, and whether the model's EOS token follows them: Tokens caps n as
+// the model's EOS would, unless ignoreEOS.
+func (o *Options) TextTokens(n int, ignoreEOS bool) (text int, eos bool) {
+	if o.Tokens > 0 && o.Tokens < n && !ignoreEOS {
+		return o.Tokens, true
+	}
+	return n, false
+}
+
+// FaultAt returns after how many tokens the mid-stream fault of a fail
+// mode fires: 3 for FailMidstreamDisconnect, 2 for FailStall, FailMalformed
+// and FailMidstreamError, -1 for a mode without one.
+func FaultAt(fail string) int {
+	switch fail {
+	case FailMidstreamDisconnect:
+		return 3
+	case FailStall, FailMalformed, FailMidstreamError:
+		return 2
+	}
+	return -1
+}
+
 // Server is one fake engine replica.
 type Server struct {
 	o   Options
@@ -137,16 +211,14 @@ type Server struct {
 	readyAt time.Time
 	startAt time.Time
 
-	done   chan struct{}
-	wg     sync.WaitGroup
-	closed atomic.Bool
+	// g runs the accept loop, the connections and their socket watchers.
+	g *serve.Group
 
 	requests atomic.Int64
 	tasks    atomic.Int64
 
-	// mu guards conns and everything in sched.
+	// mu guards everything in sched.
 	mu    sync.Mutex
-	conns map[net.Conn]struct{}
 	sched sched
 }
 
@@ -158,39 +230,11 @@ func New(o Options) (*Server, error) {
 	default:
 		return nil, fmt.Errorf("%w %q: supported engines: %s", ErrUnsupportedEngine, o.Engine, engines.LlamaCpp)
 	}
-	if o.Fail == "" {
-		o.Fail = FailNone
+	err := o.Check(Defaults{Slots: DefaultSlots, EngineVersion: DefaultEngineVersion, Model: DefaultModel}, ErrInvalidOptions)
+	if err != nil {
+		return nil, err
 	}
-	valid := false
-	for _, m := range FailModes() {
-		valid = valid || m == o.Fail
-	}
-	if !valid {
-		return nil, fmt.Errorf("%w: unknown fail mode %q: valid modes: %s", ErrInvalidOptions, o.Fail, strings.Join(FailModes(), "|"))
-	}
-	if o.Slots < 0 || o.Ctx < 0 || o.Tokens < 0 || o.TTFT < 0 || o.ITL < 0 || o.Load < 0 {
-		return nil, fmt.Errorf("%w: slots, ctx, tokens and delays must not be negative", ErrInvalidOptions)
-	}
-	if o.Slots == 0 {
-		o.Slots = DefaultSlots
-	}
-	if o.Ctx == 0 {
-		o.Ctx = DefaultCtx
-	}
-	if o.Ctx < 2 {
-		return nil, fmt.Errorf("%w: ctx must be at least 2", ErrInvalidOptions)
-	}
-	if o.EngineVersion == "" {
-		o.EngineVersion = DefaultEngineVersion
-	}
-	if o.Model == "" {
-		o.Model = DefaultModel
-	}
-	log := o.Logger
-	if log == nil {
-		log = zap.NewNop()
-	}
-	s := &Server{o: o, log: log, done: make(chan struct{}), conns: make(map[net.Conn]struct{})}
+	s := &Server{o: o, log: o.Logger, g: serve.NewGroup("fake llama.cpp", o.Logger)}
 	s.sched.init(o.Slots)
 	return s, nil
 }
@@ -198,7 +242,7 @@ func New(o Options) (*Server, error) {
 // Start listens on addr ("127.0.0.1:0" picks a free port) and serves in the
 // background until Close.
 func (s *Server) Start(addr string) error {
-	if s.closed.Load() {
+	if s.g.Closed() {
 		return fmt.Errorf("%w: server closed", ErrInvalidOptions)
 	}
 	if s.ln != nil {
@@ -211,24 +255,20 @@ func (s *Server) Start(addr string) error {
 	s.ln = ln
 	s.startAt = time.Now()
 	s.readyAt = s.startAt.Add(s.o.Load)
-	s.wg.Add(1)
-	go s.accept()
+	if !s.g.Go("accept loop", s.accept) {
+		ln.Close()
+		return fmt.Errorf("%w: server closed", ErrInvalidOptions)
+	}
 	s.log.Debug("fake engine listening", zap.String("engine", s.o.Engine), zap.String("addr", ln.Addr().String()))
 	return nil
 }
 
 func (s *Server) accept() {
-	defer s.wg.Done()
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("BUG: fake engine accept loop panicked", zap.Any("panic", r))
-		}
-	}()
 	var backoff time.Duration
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
-			if s.closed.Load() || errors.Is(err, net.ErrClosed) {
+			if s.g.Closed() || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			// Out of file descriptors and the like: back off and retry.
@@ -236,7 +276,7 @@ func (s *Server) accept() {
 			s.log.Warn("fake engine accept failed", zap.Error(err))
 			select {
 			case <-time.After(backoff):
-			case <-s.done:
+			case <-s.g.Done():
 				return
 			}
 			continue
@@ -245,23 +285,11 @@ func (s *Server) accept() {
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetNoDelay(true)
 		}
-		s.mu.Lock()
-		if s.closed.Load() {
-			s.mu.Unlock()
-			c.Close()
+		// Once closed, the group closes c (Track) or already has (Go).
+		if !s.g.Track(c) || !s.g.Go("connection", func() { s.serveConn(c) }) {
 			return
 		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.serveConn(c)
 	}
-}
-
-func (s *Server) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
 }
 
 // Addr returns the listening address ("127.0.0.1:PORT"), "" before Start.
@@ -296,26 +324,11 @@ func (s *Server) Requests() int64 { return s.requests.Load() }
 // Close stops listening, drops every connection (streams end without their
 // final frame) and waits for all goroutines. It is safe to call twice.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	if s.closed.Swap(true) {
-		s.mu.Unlock()
-		s.wg.Wait()
-		return nil
-	}
-	close(s.done)
-	var err error
+	var stop func() error
 	if s.ln != nil {
-		err = s.ln.Close()
+		stop = s.ln.Close
 	}
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
-	return err
+	return s.g.Close(stop)
 }
 
 func (s *Server) loading() bool {

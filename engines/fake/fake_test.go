@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/llama-orch/llama-orch/engines/fake/internal/faketest"
 )
 
 func TestNewValidates(t *testing.T) {
@@ -279,7 +281,7 @@ func TestFaults(t *testing.T) {
 			s := startServer(t, Options{Fail: tc.fail})
 			r, res := stream(t, s, body)
 			tc.check(t, r, res)
-			waitFor(t, "slot freed", func() bool { return s.InFlight() == 0 })
+			faketest.WaitFor(t, "slot freed", func() bool { return s.InFlight() == 0 })
 			if s.Requests() != 1 {
 				t.Errorf("Requests %d", s.Requests())
 			}
@@ -389,7 +391,7 @@ func TestCancelFreesSlot(t *testing.T) {
 			s := startServer(t, tc.o)
 			cl := dial(t, s)
 			cl.send("POST", "/completion", tc.body)
-			waitFor(t, "a busy slot", func() bool { return s.InFlight() == 1 })
+			faketest.WaitFor(t, "a busy slot", func() bool { return s.InFlight() == 1 })
 			if strings.Contains(tc.body, `"stream":true`) && tc.o.TTFT == 0 {
 				cl.readHead()
 				if _, err := cl.event(); err != nil {
@@ -401,7 +403,7 @@ func TestCancelFreesSlot(t *testing.T) {
 				t.Errorf("slots while busy: %s", slots)
 			}
 			cl.c.Close()
-			waitFor(t, "slot freed", func() bool { return s.InFlight() == 0 })
+			faketest.WaitFor(t, "slot freed", func() bool { return s.InFlight() == 0 })
 			_, slots = do(t, s, "GET", "/slots", "")
 			if bytes.Contains(slots, []byte(`"is_processing":true`)) {
 				t.Errorf("slots after cancel: %s", slots)
@@ -426,7 +428,7 @@ func TestDeferredQueue(t *testing.T) {
 	for i := 1; i <= 2; i++ {
 		cl := dial(t, s)
 		cl.send("POST", "/completion", fmt.Sprintf(`{"prompt":"req %d","n_predict":3,"stream":true}`, i))
-		waitFor(t, "deferred", func() bool { return s.Deferred() == i })
+		faketest.WaitFor(t, "deferred", func() bool { return s.Deferred() == i })
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -467,12 +469,12 @@ func TestDeferredCancel(t *testing.T) {
 	s := startServer(t, Options{Slots: 1, Fail: FailStall})
 	first := dial(t, s)
 	first.send("POST", "/completion", `{"prompt":"a","n_predict":8,"stream":true}`)
-	waitFor(t, "busy", func() bool { return s.InFlight() == 1 })
+	faketest.WaitFor(t, "busy", func() bool { return s.InFlight() == 1 })
 	second := dial(t, s)
 	second.send("POST", "/completion", `{"prompt":"b","n_predict":8,"stream":true}`)
-	waitFor(t, "deferred", func() bool { return s.Deferred() == 1 })
+	faketest.WaitFor(t, "deferred", func() bool { return s.Deferred() == 1 })
 	second.c.Close()
-	waitFor(t, "left the queue", func() bool { return s.Deferred() == 0 })
+	faketest.WaitFor(t, "left the queue", func() bool { return s.Deferred() == 0 })
 	if s.InFlight() != 1 {
 		t.Errorf("InFlight %d", s.InFlight())
 	}
@@ -525,7 +527,7 @@ func TestSlotsAndErase(t *testing.T) {
 	cl.readHead()
 	eraser := dial(t, s)
 	eraser.send("POST", "/slots/0?action=erase", "")
-	waitFor(t, "erase deferred", func() bool { return s.Deferred() == 1 })
+	faketest.WaitFor(t, "erase deferred", func() bool { return s.Deferred() == 1 })
 	cl.c.Close()
 	r := eraser.readHead()
 	if b := eraser.body(r); r.status != 200 || !strings.HasPrefix(string(b), `{"id_slot":0,"n_erased":`) {
@@ -687,7 +689,7 @@ func TestOtherEndpoints(t *testing.T) {
 	}
 	cl := dial(t, s)
 	cl.send("POST", "/completion", `{"prompt":"Hello","stream":true}`)
-	waitFor(t, "busy", func() bool { return s.InFlight() == 1 })
+	faketest.WaitFor(t, "busy", func() bool { return s.InFlight() == 1 })
 	if r, b := do(t, s, "GET", "/slots?fail_on_no_slot=1", ""); r.status != 503 || !bytes.Contains(b, []byte("no slot available")) {
 		t.Errorf("busy fail_on_no_slot: %d %s", r.status, b)
 	}
@@ -707,7 +709,7 @@ func TestCloseEndsStreams(t *testing.T) {
 	a.send("POST", "/completion", `{"prompt":"a","n_predict":8,"stream":true}`)
 	b := dial(t, s)
 	b.send("POST", "/completion", `{"prompt":"b","n_predict":8,"stream":true}`)
-	waitFor(t, "one busy, one deferred", func() bool { return s.InFlight() == 1 && s.Deferred() == 1 })
+	faketest.WaitFor(t, "one busy, one deferred", func() bool { return s.InFlight() == 1 && s.Deferred() == 1 })
 	idle := dial(t, s)
 	idle.send("GET", "/health", "")
 	idle.body(idle.readHead())

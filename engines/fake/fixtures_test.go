@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/llama-orch/llama-orch/engines/fake/internal/faketest"
 )
 
 // The fake against the real llama-server captures (fixtures/llamacpp). The
@@ -87,7 +89,7 @@ func TestFixtureLoading(t *testing.T) {
 // TestLoadingEnds: health turns 200 once Load has passed.
 func TestLoadingEnds(t *testing.T) {
 	s := startServer(t, Options{Load: 20 * time.Millisecond})
-	waitFor(t, "health 200", func() bool {
+	faketest.WaitFor(t, "health 200", func() bool {
 		r, _ := do(t, s, "GET", "/health", "")
 		return r.status == 200
 	})
@@ -98,7 +100,7 @@ func TestLoadingEnds(t *testing.T) {
 // partial and final frames with the same keys, order and value kinds.
 func TestFixtureStreamShape(t *testing.T) {
 	fixturesDir(t)
-	want := sseEvents(t, fixture(t, "completion_stream.body.sse"))
+	want := faketest.Events(t, fixture(t, "completion_stream.body.sse"))
 	s := startServer(t, captureOpts)
 	cl := dial(t, s)
 	cl.send("POST", "/completion", string(fixture(t, "completion_stream.request.json")))
@@ -121,7 +123,7 @@ func TestFixtureStreamShape(t *testing.T) {
 		t.Fatalf("got %d events, want %d", len(got), len(want))
 	}
 	for i := range want {
-		if g, w := shape(t, got[i]), shape(t, want[i]); g != w {
+		if g, w := faketest.Shape(t, got[i]), faketest.Shape(t, want[i]); g != w {
 			t.Errorf("event %d shape\n got %s\nwant %s", i, g, w)
 		}
 	}
@@ -150,7 +152,7 @@ func TestFixtureNonStreamShape(t *testing.T) {
 	s := startServer(t, captureOpts)
 	r, body := do(t, s, "POST", "/completion", string(fixture(t, "completion_nonstream.request.json")))
 	want := fixture(t, "completion_nonstream.body.json")
-	if g, w := shape(t, body), shape(t, want); g != w {
+	if g, w := faketest.Shape(t, body), faketest.Shape(t, want); g != w {
 		t.Errorf("shape\n got %s\nwant %s", g, w)
 	}
 	wantHead := string(fixture(t, "completion_nonstream.headers.txt"))
@@ -228,7 +230,7 @@ func TestFixtureSlotsShapes(t *testing.T) {
 		t.Fatalf("%d slots", len(got))
 	}
 	for i := range want {
-		if g, w := shape(t, got[i]), shape(t, want[i]); g != w {
+		if g, w := faketest.Shape(t, got[i]), faketest.Shape(t, want[i]); g != w {
 			t.Errorf("slot %d shape\n got %s\nwant %s", i, g, w)
 		}
 	}
@@ -236,7 +238,7 @@ func TestFixtureSlotsShapes(t *testing.T) {
 		t.Errorf("slots %s", body)
 	}
 	cl.c.Close()
-	waitFor(t, "slot freed", func() bool { return s.InFlight() == 0 })
+	faketest.WaitFor(t, "slot freed", func() bool { return s.InFlight() == 0 })
 }
 
 // TestFixtureMetricsShape: same families, order, HELP and TYPE lines as
@@ -261,14 +263,14 @@ func TestFixtureMetricsShape(t *testing.T) {
 // captured one, byte for byte.
 func TestFixtureMidstreamErrorFrame(t *testing.T) {
 	fixturesDir(t)
-	want := sseEvents(t, fixture(t, "error_midstream_completion.body.sse"))
+	want := faketest.Events(t, fixture(t, "error_midstream_completion.body.sse"))
 	s := startServer(t, Options{Fail: FailMidstreamError})
 	_, res := stream(t, s, string(fixture(t, "error_midstream_completion.request.json")))
 	if len(res.raw) != 3 || !bytes.Equal(res.raw[2], want[len(want)-1]) || !res.ended {
 		t.Errorf("events %q (ended %v), want 2 tokens then %s", res.raw, res.ended, want[len(want)-1])
 	}
 	for i := 0; i < 2; i++ {
-		if g, w := shape(t, res.raw[i]), shape(t, want[i]); g != w {
+		if g, w := faketest.Shape(t, res.raw[i]), faketest.Shape(t, want[i]); g != w {
 			t.Errorf("event %d shape %s, want %s", i, g, w)
 		}
 	}

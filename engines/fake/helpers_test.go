@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/llama-orch/llama-orch/engines/fake/internal/faketest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -41,22 +43,7 @@ func fixture(t testing.TB, name string) []byte {
 }
 
 // startServer starts a fake on a free loopback port, closed at cleanup.
-func startServer(t testing.TB, o Options) *Server {
-	t.Helper()
-	s, err := New(o)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	if err := s.Start("127.0.0.1:0"); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return s
-}
+func startServer(t testing.TB, o Options) *Server { return faketest.Start(t, New, o) }
 
 // client is a raw HTTP/1.1 client over one connection, for byte-level
 // checks of heads, chunks and abrupt ends.
@@ -271,90 +258,4 @@ func stream(t testing.TB, s *Server, body string) (*response, *streamResult) {
 		return r, &streamResult{raw: [][]byte{cl.body(r)}}
 	}
 	return r, cl.readStream()
-}
-
-// waitFor polls cond (bounded: about 10 s) and fails the test if it never
-// holds.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for i := 0; i < 10000; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
-// shape describes a JSON value's structure: object keys in order with the
-// shapes of their values, the first element of arrays, and the scalar
-// kinds (string, int, float, bool, null). Values themselves are ignored.
-func shape(t testing.TB, data []byte) string {
-	t.Helper()
-	d := json.NewDecoder(bytes.NewReader(data))
-	d.UseNumber()
-	var walk func(sb *strings.Builder)
-	walk = func(sb *strings.Builder) {
-		tok, err := d.Token()
-		if err != nil {
-			t.Fatalf("shape of %q: %v", data, err)
-		}
-		switch v := tok.(type) {
-		case json.Delim:
-			if v == '{' {
-				sb.WriteByte('{')
-				for i := 0; d.More(); i++ {
-					k, _ := d.Token()
-					if i > 0 {
-						sb.WriteByte(',')
-					}
-					sb.WriteString(k.(string) + ":")
-					walk(sb)
-				}
-				sb.WriteByte('}')
-			} else {
-				sb.WriteByte('[')
-				for i := 0; d.More(); i++ {
-					if i == 0 {
-						walk(sb)
-					} else {
-						walk(&strings.Builder{})
-					}
-				}
-				sb.WriteByte(']')
-			}
-			_, _ = d.Token() // closing delimiter
-		case string:
-			sb.WriteString("string")
-		case json.Number:
-			if strings.ContainsAny(v.String(), ".eE") {
-				sb.WriteString("float")
-			} else {
-				sb.WriteString("int")
-			}
-		case bool:
-			sb.WriteString("bool")
-		case nil:
-			sb.WriteString("null")
-		}
-	}
-	var sb strings.Builder
-	walk(&sb)
-	return sb.String()
-}
-
-// sseEvents splits a captured SSE body into event data.
-func sseEvents(t testing.TB, body []byte) [][]byte {
-	t.Helper()
-	var out [][]byte
-	for _, ev := range bytes.SplitAfter(body, []byte("\n\n")) {
-		if len(ev) == 0 {
-			continue
-		}
-		if !bytes.HasPrefix(ev, []byte("data: ")) {
-			t.Fatalf("fixture event without data: %q", ev)
-		}
-		out = append(out, bytes.TrimSuffix(ev[len("data: "):], []byte("\n\n")))
-	}
-	return out
 }

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // A small purpose-built HTTP/1.1 server: requests are parsed with
@@ -75,14 +73,10 @@ func (r *connReader) Read(p []byte) (int, error) {
 	return r.c.Read(p)
 }
 
+// serveConn serves one connection's requests; it runs on the server's
+// group, which recovers a panic.
 func (s *Server) serveConn(c net.Conn) {
-	defer s.wg.Done()
-	defer s.untrack(c)
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("BUG: fake engine connection panicked", zap.Any("panic", r), zap.Stack("stack"))
-		}
-	}()
+	defer s.g.Untrack(c)
 	defer c.Close()
 	cc := &conn{s: s, c: c}
 	cc.cr.c = c
@@ -228,15 +222,8 @@ func (cc *conn) startWatch() *watch {
 		close(w.done)
 		return w
 	}
-	cc.s.wg.Add(1)
-	go func() {
-		defer cc.s.wg.Done()
+	started := cc.s.g.Go("socket watcher", func() {
 		defer close(w.done)
-		defer func() {
-			if r := recover(); r != nil {
-				cc.s.log.Error("BUG: fake engine watcher panicked", zap.Any("panic", r))
-			}
-		}()
 		var b [1]byte
 		n, err := cc.c.Read(b[:])
 		if n == 1 {
@@ -249,7 +236,13 @@ func (cc *conn) startWatch() *watch {
 		}
 		w.wentAway = true
 		close(w.gone)
-	}()
+	})
+	if !started {
+		// The server is closing: it has dropped the connection.
+		w.wentAway = true
+		close(w.gone)
+		close(w.done)
+	}
 	return w
 }
 

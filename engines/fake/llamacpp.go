@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/llama-orch/llama-orch/engines/fake/internal/wire"
 )
 
 // llama.cpp `llama-server` routes and bodies, copied from the captures in
@@ -302,15 +304,8 @@ func (s *Server) metrics(cc *conn, r *request) bool {
 	s.mu.Unlock()
 	b := make([]byte, 0, 3072)
 	for i, d := range metricDefs {
-		b = append(b, "# HELP llamacpp:"...)
-		b = append(b, d.name...)
-		b = append(b, ' ')
-		b = append(b, d.help...)
-		b = append(b, "\n# TYPE llamacpp:"...)
-		b = append(b, d.name...)
-		b = append(b, ' ')
-		b = append(b, d.typ...)
-		b = append(b, "\nllamacpp:"...)
+		b = wire.AppendMetricHead(b, "llamacpp:"+d.name, d.help, d.typ)
+		b = append(b, "llamacpp:"...)
 		b = append(b, d.name...)
 		b = append(b, ' ')
 		b = strconv.AppendFloat(b, v[i], 'g', 6, 64)

@@ -1,9 +1,10 @@
 package fake
 
 import (
-	"container/list"
 	"errors"
 	"sync/atomic"
+
+	"github.com/llama-orch/llama-orch/engines/fake/internal/slots"
 )
 
 // errGone: the client left, or the server closed, while a request waited.
@@ -30,13 +31,6 @@ type slot struct {
 	nDecoded atomic.Int64
 }
 
-// waiter is a deferred task.
-type waiter struct {
-	want    int // slot id, -1 = any
-	ch      chan int
-	granted bool
-}
-
 // stats are llama.cpp's /metrics counters.
 type stats struct {
 	promptTokens       int64
@@ -58,14 +52,13 @@ type stats struct {
 type sched struct {
 	slots   []slot
 	busy    int
-	waiters list.List // of *waiter, FIFO
+	waiters slots.Queue // deferred tasks, FIFO
 	seq     uint64
 	stats   stats
 }
 
 func (q *sched) init(n int) {
 	q.slots = make([]slot, n)
-	q.waiters.Init()
 }
 
 // pick returns an idle slot for a task, or -1. A task naming a slot gets
@@ -125,15 +118,8 @@ func (q *sched) free(id int) {
 	q.busy--
 	q.seq++
 	sl.lastUsed = q.seq
-	for e := q.waiters.Front(); e != nil; e = e.Next() {
-		w := e.Value.(*waiter)
-		if w.want < 0 || w.want == id {
-			q.waiters.Remove(e)
-			q.take(id)
-			w.granted = true
-			w.ch <- id
-			return
-		}
+	if q.waiters.Grant(id) {
+		q.take(id)
 	}
 }
 
@@ -142,7 +128,7 @@ func (q *sched) free(id int) {
 // closes.
 func (s *Server) acquire(want int, ids []int32, gone <-chan struct{}) (int, error) {
 	s.mu.Lock()
-	if s.closed.Load() {
+	if s.g.Closed() {
 		s.mu.Unlock()
 		return -1, errGone
 	}
@@ -151,22 +137,15 @@ func (s *Server) acquire(want int, ids []int32, gone <-chan struct{}) (int, erro
 		s.mu.Unlock()
 		return id, nil
 	}
-	w := &waiter{want: want, ch: make(chan int, 1)}
-	e := s.sched.waiters.PushBack(w)
+	w := s.sched.waiters.Push(want)
 	s.mu.Unlock()
-	select {
-	case id := <-w.ch:
+	if id, ok := w.Wait(gone, s.g.Done()); ok {
 		return id, nil
-	case <-gone:
-	case <-s.done:
 	}
 	s.mu.Lock()
-	if w.granted {
+	if id, granted := s.sched.waiters.Leave(w); granted {
 		// Granted while we were leaving: give it back.
-		id := <-w.ch
 		s.sched.free(id)
-	} else {
-		s.sched.waiters.Remove(e)
 	}
 	s.mu.Unlock()
 	return -1, errGone

@@ -190,6 +190,25 @@ func Complete(b []byte) bool {
 	return true
 }
 
+// Detokenizer releases generated text at character boundaries, as the
+// engines' incremental detokenizers do: a piece that ends inside a
+// multi-byte character is held until a later piece completes it (see
+// Complete). The zero value is ready to use.
+type Detokenizer struct{ pending []byte }
+
+// Add appends a token's piece and returns the text it completes with true,
+// or false while a character is still cut. The text is valid until the
+// next Add.
+func (d *Detokenizer) Add(piece string) ([]byte, bool) {
+	d.pending = append(d.pending, piece...)
+	if !Complete(d.pending) {
+		return nil, false
+	}
+	text := d.pending
+	d.pending = d.pending[:0]
+	return text, true
+}
+
 // CountTokens is the fake tokenizer's count for a prompt: BOS, one token per
 // whitespace-separated word, and one more when the prompt ends in
 // whitespace (SentencePiece's lone "▁"). It matches the real capture:

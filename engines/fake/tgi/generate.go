@@ -14,8 +14,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"go.uber.org/zap"
-
 	"github.com/llama-orch/llama-orch/engines/fake"
 )
 
@@ -43,24 +41,6 @@ var bodyUnhealthy = []byte(`{"error":"unhealthy","error_type":"healthcheck"}`)
 
 // serveHTTP routes one request like TGI's axum router.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	if s.closed.Load() {
-		s.mu.Unlock()
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
-	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer s.wg.Done()
-	defer func() {
-		if p := recover(); p != nil {
-			if p != http.ErrAbortHandler {
-				s.log.Error("BUG: fake tgi handler panicked", zap.Any("panic", p), zap.Stack("stack"))
-			}
-			// Drop the connection without ending the body.
-			panic(http.ErrAbortHandler)
-		}
-	}()
 	method := http.MethodGet
 	switch r.URL.Path {
 	case "/generate_stream", "/generate", "/":
@@ -274,25 +254,14 @@ func (s *Server) validate(req *genRequest) (*plan, string) {
 	return pl, ""
 }
 
-// faultAt returns after how many tokens the configured mid-stream fault
-// fires (-1: none).
-func (s *Server) faultAt() int {
-	switch s.o.Fail {
-	case fake.FailMidstreamDisconnect:
-		return 3
-	case fake.FailStall, fake.FailMalformed, fake.FailMidstreamError:
-		return 2
-	}
-	return -1
-}
-
 // generation produces one request's tokens.
 type generation struct {
-	pl      *plan
-	gen     fake.Generator
-	pending []byte // bytes of a character not complete yet
-	out     []byte // generated text so far (special tokens left out)
-	tok     token
+	pl    *plan
+	gen   fake.Generator
+	detok fake.Detokenizer // holds a character not complete yet
+	out   []byte           // generated text so far (special tokens left out)
+	tok   token
+	start time.Time // when the request got its batch slot
 }
 
 func newGeneration(pl *plan, splitUTF8 bool) *generation {
@@ -308,14 +277,12 @@ func (g *generation) next(pos int) (*token, string) {
 		return t, "eos_token"
 	}
 	piece, id := g.gen.Token(pos)
-	g.pending = append(g.pending, piece...)
 	g.out = append(g.out, piece...)
 	// TGI's incremental detokenizer sends "" while the text ends inside a
 	// character, then the whole character with the token completing it.
 	t.text = t.text[:0]
-	if fake.Complete(g.pending) {
-		t.text = append(t.text, g.pending...)
-		g.pending = g.pending[:0]
+	if text, ok := g.detok.Add(piece); ok {
+		t.text = append(t.text, text...)
 	}
 	t.id, t.logprob, t.special = id, logprob(id, pos), false
 	for _, stop := range g.pl.stop {
@@ -368,7 +335,7 @@ func (p *pacer) stop() {
 
 // wait returns true after d (d < 0: never) or when ch delivers, false when
 // the client left or the server closed.
-func (p *pacer) wait(d time.Duration, ch <-chan struct{}) bool {
+func (p *pacer) wait(d time.Duration, ch <-chan int) bool {
 	var deadline time.Time
 	if d >= 0 {
 		deadline = time.Now().Add(d)
@@ -379,7 +346,7 @@ func (p *pacer) wait(d time.Duration, ch <-chan struct{}) bool {
 			select {
 			case <-p.ctx.Done():
 				return false
-			case <-p.s.done:
+			case <-p.s.run.Done():
 				return false
 			default:
 				return true
@@ -416,7 +383,7 @@ func (p *pacer) wait(d time.Duration, ch <-chan struct{}) bool {
 		case <-p.ctx.Done():
 			p.stop()
 			return false
-		case <-p.s.done:
+		case <-p.s.run.Done():
 			p.stop()
 			return false
 		}
@@ -500,30 +467,13 @@ func (s *Server) generateStream(w http.ResponseWriter, r *http.Request, req *gen
 		return
 	}
 	queued := time.Now()
-	if wt, e := s.enqueue(); wt != nil && !p.wait(-1, wt.ch) {
-		s.leave(wt, e)
-		s.count(failDropped)
+	g, release, ok := s.startGeneration(p, pl)
+	if !ok {
 		return
-	}
-	start := time.Now()
-	budget := pl.inputLen + pl.maxNew
-	s.join(budget)
-	held := true
-	release := func() {
-		if held {
-			held = false
-			s.free(budget)
-		}
 	}
 	defer release()
-
-	g := newGeneration(pl, s.o.Fail == fake.FailSplitUTF8)
-	faultAt := s.faultAt()
+	faultAt := fake.FaultAt(s.o.Fail)
 	var js []byte
-	if !p.wait(s.o.TTFT, nil) {
-		s.count(failDropped)
-		return
-	}
 	for pos := 0; ; pos++ {
 		if pos > 0 && !p.wait(s.o.ITL, nil) {
 			s.count(failDropped)
@@ -556,10 +506,41 @@ func (s *Server) generateStream(w http.ResponseWriter, r *http.Request, req *gen
 		// The batch slot is free before the client reads the end, as TGI
 		// filters the finished request out of the batch in that step.
 		release()
-		s.succeeded(queued, start, time.Now(), pos+1)
+		s.succeeded(queued, g.start, time.Now(), pos+1)
 		p.event(js)
 		return
 	}
+}
+
+// startGeneration waits in the queue for a batch slot (a stream gets its
+// keep-alives meanwhile), adds the request's token budget to the batch and
+// waits the time to the first token. It returns the generation and the
+// function that leaves the batch — the first call frees the slot, later
+// ones do nothing — or false, the batch left, when the client left or the
+// server closed first.
+func (s *Server) startGeneration(p *pacer, pl *plan) (g *generation, release func(), ok bool) {
+	if w := s.enqueue(); w != nil && !p.wait(-1, w.Ready()) {
+		s.leave(w)
+		s.count(failDropped)
+		return nil, nil, false
+	}
+	g = newGeneration(pl, s.o.Fail == fake.FailSplitUTF8)
+	g.start = time.Now()
+	budget := pl.inputLen + pl.maxNew
+	s.join(budget)
+	held := true
+	release = func() {
+		if held {
+			held = false
+			s.free(budget)
+		}
+	}
+	if !p.wait(s.o.TTFT, nil) {
+		s.count(failDropped)
+		release()
+		return nil, nil, false
+	}
+	return g, release, true
 }
 
 // streamFault ends a stream after `tokens` frames the way Options.Fail says.
@@ -618,31 +599,15 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, req *genReques
 	p := s.newPacer(w, r, false)
 	defer p.stop()
 	t0 := time.Now()
-	if wt, e := s.enqueue(); wt != nil && !p.wait(-1, wt.ch) {
-		s.leave(wt, e)
-		s.count(failDropped)
+	g, release, ok := s.startGeneration(p, pl)
+	if !ok {
 		return
-	}
-	start := time.Now()
-	budget := pl.inputLen + pl.maxNew
-	s.join(budget)
-	held := true
-	release := func() {
-		if held {
-			held = false
-			s.free(budget)
-		}
 	}
 	defer release()
-
-	g := newGeneration(pl, s.o.Fail == fake.FailSplitUTF8)
-	faultAt := s.faultAt()
+	start := g.start
+	faultAt := fake.FaultAt(s.o.Fail)
 	var toks []token
 	reason := ""
-	if !p.wait(s.o.TTFT, nil) {
-		s.count(failDropped)
-		return
-	}
 	for pos := 0; reason == ""; pos++ {
 		if pos > 0 && !p.wait(s.o.ITL, nil) {
 			s.count(failDropped)

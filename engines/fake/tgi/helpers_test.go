@@ -10,18 +10,14 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/engines/fake/internal/faketest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// waitTimeout bounds waits for state the fake reaches on its own; it is a
-// guard against hangs, never a performance assertion.
-const waitTimeout = 10 * time.Second
 
 // startFake starts a fake on a free loopback port, closed at cleanup; tune
 // runs before Start (tests shorten the keep-alive interval).
@@ -34,22 +30,7 @@ func startFake(t testing.TB, o fake.Options, tune ...func(*Server)) *Server {
 	for _, f := range tune {
 		f(s)
 	}
-	if err := s.Start("127.0.0.1:0"); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return s
-}
-
-// newClient is an HTTP client whose idle connections close at cleanup.
-func newClient(t testing.TB) *http.Client {
-	tr := &http.Transport{DisableCompression: true}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	return faketest.Run(t, s)
 }
 
 // post sends a JSON body.
@@ -108,7 +89,7 @@ func events(r io.Reader) (evs []string, err error) {
 // streamOf posts to /generate_stream and reads the whole stream.
 func streamOf(t testing.TB, s *Server, body string) (*http.Response, []string, error) {
 	t.Helper()
-	resp := post(t, context.Background(), newClient(t), s.URL()+"/generate_stream", body)
+	resp := post(t, context.Background(), faketest.Client(t), s.URL()+"/generate_stream", body)
 	defer resp.Body.Close()
 	evs, err := events(resp.Body)
 	return resp, evs, err
@@ -152,85 +133,6 @@ func decode(t testing.TB, ev string) frame {
 		t.Fatalf("frame %q: %v", ev, err)
 	}
 	return f
-}
-
-// shape renders a JSON document's structure: object keys in order, value
-// types, nulls; array elements in full. Values themselves are left out.
-func shape(t testing.TB, doc []byte) string {
-	t.Helper()
-	d := json.NewDecoder(bytes.NewReader(doc))
-	d.UseNumber()
-	var b strings.Builder
-	var walk func() error
-	walk = func() error {
-		tok, err := d.Token()
-		if err != nil {
-			return err
-		}
-		switch v := tok.(type) {
-		case json.Delim:
-			switch v {
-			case '{':
-				b.WriteByte('{')
-				for i := 0; d.More(); i++ {
-					k, err := d.Token()
-					if err != nil {
-						return err
-					}
-					if i > 0 {
-						b.WriteByte(',')
-					}
-					b.WriteString(k.(string) + ":")
-					if err := walk(); err != nil {
-						return err
-					}
-				}
-				b.WriteByte('}')
-			case '[':
-				b.WriteByte('[')
-				for i := 0; d.More(); i++ {
-					if i > 0 {
-						b.WriteByte(',')
-					}
-					if err := walk(); err != nil {
-						return err
-					}
-				}
-				b.WriteByte(']')
-			}
-			_, err := d.Token() // the closing delimiter
-			return err
-		case json.Number:
-			if strings.ContainsAny(string(v), ".eE") {
-				b.WriteString("float")
-			} else {
-				b.WriteString("int")
-			}
-		case string:
-			b.WriteString("string")
-		case bool:
-			b.WriteString("bool")
-		case nil:
-			b.WriteString("null")
-		}
-		return nil
-	}
-	if err := walk(); err != nil {
-		t.Fatalf("shape of %s: %v", doc, err)
-	}
-	return b.String()
-}
-
-// waitFor polls cond until it holds.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // readEvent reads one SSE event from br.

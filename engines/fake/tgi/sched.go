@@ -1,8 +1,9 @@
 package tgi
 
 import (
-	"container/list"
 	"time"
+
+	"github.com/llama-orch/llama-orch/engines/fake/internal/slots"
 )
 
 // Failure labels of tgi_request_failure, in the order /metrics prints them.
@@ -24,10 +25,8 @@ type sched struct {
 	// --max-concurrent-requests, held from admission to the end of the
 	// stream).
 	permits int
-	// busy is the number of requests generating (the batch).
-	busy int
-	// waiters are the queued requests, FIFO.
-	waiters list.List // of *waiter
+	// batch is the requests generating (busy) and those queued for it.
+	batch slots.Pool
 	// batchTokens is the sum of input + max_new_tokens over the batch
 	// (tgi_batch_current_max_tokens).
 	batchTokens int
@@ -42,16 +41,10 @@ type sched struct {
 	timePerToken histogram // tgi_request_mean_time_per_token_duration
 }
 
-func (q *sched) init() {
-	q.waiters.Init()
+func (q *sched) init(batch int) {
+	q.batch.SetSize(batch)
 	q.queueTime.init()
 	q.timePerToken.init()
-}
-
-// waiter is a queued request.
-type waiter struct {
-	ch      chan struct{}
-	granted bool
 }
 
 // admit takes an in-flight permit, or reports that the replica is
@@ -83,29 +76,23 @@ func (s *Server) count(label int) {
 
 // enqueue queues a validated request for a batch slot: it returns nil when
 // the slot is taken at once, else the waiter to wait on.
-func (s *Server) enqueue() (*waiter, *list.Element) {
+func (s *Server) enqueue() *slots.Waiter {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sched.queueSeen = true
-	if s.sched.busy < s.slots && s.sched.waiters.Len() == 0 {
-		s.sched.busy++
+	if s.sched.batch.TryTake() {
 		s.sched.batchSeen = true
-		return nil, nil
+		return nil
 	}
-	w := &waiter{ch: make(chan struct{}, 1)}
-	return w, s.sched.waiters.PushBack(w)
+	return s.sched.batch.Push()
 }
 
 // leave takes a request that gave up waiting out of the queue, returning
 // the slot if it had been granted meanwhile.
-func (s *Server) leave(w *waiter, e *list.Element) {
+func (s *Server) leave(w *slots.Waiter) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if w.granted {
-		s.freeLocked(0)
-		return
-	}
-	s.sched.waiters.Remove(e)
+	s.sched.batch.Leave(w)
+	s.mu.Unlock()
 }
 
 // join adds a request's token budget to the batch.
@@ -115,23 +102,13 @@ func (s *Server) join(tokens int) {
 	s.mu.Unlock()
 }
 
-// free releases a batch slot and its token budget.
+// free releases a batch slot, handing it to the first queued request, and
+// the token budget.
 func (s *Server) free(tokens int) {
 	s.mu.Lock()
-	s.freeLocked(tokens)
-	s.mu.Unlock()
-}
-
-// freeLocked hands the slot to the first queued request, if any.
-func (s *Server) freeLocked(tokens int) {
 	s.sched.batchTokens -= tokens
-	if e := s.sched.waiters.Front(); e != nil {
-		w := s.sched.waiters.Remove(e).(*waiter)
-		w.granted = true
-		w.ch <- struct{}{}
-		return
-	}
-	s.sched.busy--
+	s.sched.batch.Release()
+	s.mu.Unlock()
 }
 
 // succeeded records a finished request's timings.

@@ -60,10 +60,7 @@ package tgi
 import (
 	"errors"
 	"fmt"
-	"log"
-	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,6 +69,7 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/engines/fake/internal/serve"
 )
 
 // Defaults of the TGI fake.
@@ -103,22 +101,12 @@ type Server struct {
 	// keepAlive is the SSE keep-alive interval (tests shorten it).
 	keepAlive time.Duration
 
-	srv     *http.Server
-	addr    string
-	started bool
-	done    chan struct{}
-	// wg counts the serve loop and the running handlers; closed is set under
-	// mu before Close waits, and handlers join wg under mu only while open.
-	wg     sync.WaitGroup
-	closed atomic.Bool
-
+	run      *serve.HTTP
 	requests atomic.Int64
 
-	// mu guards sched, res and the serving state of Start/Close.
+	// mu guards sched.
 	mu    sync.Mutex
 	sched sched
-	res   reservation
-	timer *time.Timer
 }
 
 // New validates o and returns an unstarted server. o.Engine must be "" or
@@ -128,124 +116,33 @@ func New(o fake.Options) (*Server, error) {
 		return nil, fmt.Errorf("%w: engine %q: this fake serves %s", ErrInvalidOptions, o.Engine, engines.TGI)
 	}
 	o.Engine = engines.TGI
-	if o.Fail == "" {
-		o.Fail = fake.FailNone
+	// Slots stays 0 when unset: TGI's own defaults apply (see below).
+	if err := o.Check(fake.Defaults{EngineVersion: DefaultEngineVersion, Model: DefaultModel}, ErrInvalidOptions); err != nil {
+		return nil, err
 	}
-	valid := false
-	for _, m := range fake.FailModes() {
-		valid = valid || m == o.Fail
-	}
-	if !valid {
-		return nil, fmt.Errorf("%w: unknown fail mode %q: valid modes: %s", ErrInvalidOptions, o.Fail, strings.Join(fake.FailModes(), "|"))
-	}
-	if o.Slots < 0 || o.Ctx < 0 || o.Tokens < 0 || o.TTFT < 0 || o.ITL < 0 || o.Load < 0 {
-		return nil, fmt.Errorf("%w: slots, ctx, tokens and delays must not be negative", ErrInvalidOptions)
-	}
-	if o.Ctx == 0 {
-		o.Ctx = fake.DefaultCtx
-	}
-	if o.Ctx < 2 {
-		return nil, fmt.Errorf("%w: ctx must be at least 2", ErrInvalidOptions)
-	}
-	if o.EngineVersion == "" {
-		o.EngineVersion = DefaultEngineVersion
-	}
-	if o.Model == "" {
-		o.Model = DefaultModel
-	}
-	s := &Server{o: o, log: o.Logger, keepAlive: keepAliveInterval, done: make(chan struct{})}
-	if s.log == nil {
-		s.log = zap.NewNop()
-	}
+	s := &Server{o: o, log: o.Logger, keepAlive: keepAliveInterval}
 	s.slots, s.maxConcurrent = fake.DefaultSlots, DefaultMaxConcurrentRequests
 	if o.Slots > 0 {
 		s.slots, s.maxConcurrent = o.Slots, o.Slots
 	}
 	s.modelSHA = modelSHA(o.Model)
-	s.sched.init()
+	s.sched.init(s.slots)
+	// A request that arrives while the server closes gets an empty 503.
+	s.run = serve.NewHTTP(serve.NewGroup("fake tgi", o.Logger),
+		&http.Server{Handler: http.HandlerFunc(s.serveHTTP), ReadHeaderTimeout: time.Minute}, http.StatusServiceUnavailable)
 	return s, nil
 }
 
 // Start binds addr ("127.0.0.1:0" picks a free port) and serves in the
 // background until Close. With Options.Load the port is bound at once (Addr
-// is known) but connections are refused until the load time has passed.
+// is known) but connections are refused until the load time has passed, as
+// TGI's launcher starts the router only once the model is loaded.
 func (s *Server) Start(addr string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed.Load() {
-		return fmt.Errorf("%w: server closed", ErrInvalidOptions)
-	}
-	if s.started {
-		return fmt.Errorf("%w: server already started", ErrInvalidOptions)
-	}
-	s.srv = &http.Server{
-		Handler:           http.HandlerFunc(s.serveHTTP),
-		ReadHeaderTimeout: time.Minute,
-		ErrorLog:          log.New(zapWriter{s.log}, "", 0),
-	}
-	if s.o.Load <= 0 {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("cannot listen on %s: %w", addr, err)
-		}
-		s.started, s.addr = true, ln.Addr().String()
-		s.serve(ln)
-		return nil
-	}
-	res, bound, err := reserve(addr)
-	if err != nil {
-		return fmt.Errorf("cannot bind %s: %w", addr, err)
-	}
-	s.started, s.addr, s.res = true, bound, res
-	s.timer = time.AfterFunc(s.o.Load, s.loaded)
-	s.log.Debug("fake tgi loading", zap.String("addr", bound), zap.Duration("load", s.o.Load))
-	return nil
-}
-
-// loaded turns the reserved port into a listener once the load time is over.
-func (s *Server) loaded() {
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("BUG: fake tgi load timer panicked", zap.Any("panic", r))
-		}
-	}()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed.Load() || s.res == nil {
-		return
-	}
-	ln, err := s.res.listen()
-	s.res = nil
-	if err != nil {
-		s.log.Error("fake tgi cannot listen after loading", zap.String("addr", s.addr), zap.Error(err))
-		return
-	}
-	s.serve(ln)
-}
-
-// serve runs the HTTP server on ln; s.mu is held.
-func (s *Server) serve(ln net.Listener) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer func() {
-			if r := recover(); r != nil {
-				s.log.Error("BUG: fake tgi serve loop panicked", zap.Any("panic", r))
-			}
-		}()
-		s.log.Debug("fake tgi listening", zap.String("addr", ln.Addr().String()))
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("fake tgi stopped serving", zap.Error(err))
-		}
-	}()
+	return s.run.Start(addr, s.o.Load, ErrInvalidOptions, nil)
 }
 
 // Addr returns the bound address ("127.0.0.1:PORT"), "" before Start.
-func (s *Server) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.addr
-}
+func (s *Server) Addr() string { return s.run.Addr() }
 
 // URL returns the base URL, "http://127.0.0.1:PORT".
 func (s *Server) URL() string { return "http://" + s.Addr() }
@@ -254,7 +151,7 @@ func (s *Server) URL() string { return "http://" + s.Addr() }
 func (s *Server) InFlight() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sched.busy
+	return s.sched.batch.Busy()
 }
 
 // Deferred returns the number of requests queued for a batch slot
@@ -262,7 +159,7 @@ func (s *Server) InFlight() int {
 func (s *Server) Deferred() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sched.waiters.Len()
+	return s.sched.batch.Waiting()
 }
 
 // Requests returns the number of generation requests received
@@ -275,37 +172,4 @@ func (s *Server) MaxConcurrentRequests() int { return s.maxConcurrent }
 
 // Close stops serving, drops every connection (streams end without their
 // final frame) and waits for every handler. It is safe to call twice.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	if s.closed.Swap(true) {
-		s.mu.Unlock()
-		s.wg.Wait()
-		return nil
-	}
-	close(s.done)
-	if s.timer != nil {
-		s.timer.Stop()
-	}
-	var err error
-	if s.res != nil {
-		err = s.res.close()
-		s.res = nil
-	}
-	srv := s.srv
-	s.mu.Unlock()
-	if srv != nil {
-		if cerr := srv.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}
-	s.wg.Wait()
-	return err
-}
-
-// zapWriter sends net/http's own log lines to the fake's logger.
-type zapWriter struct{ log *zap.Logger }
-
-func (w zapWriter) Write(p []byte) (int, error) {
-	w.log.Debug("fake tgi http", zap.String("msg", strings.TrimSpace(string(p))))
-	return len(p), nil
-}
+func (s *Server) Close() error { return s.run.Close() }

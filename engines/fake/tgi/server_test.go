@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/engines/fake/internal/faketest"
 )
 
 // Documented shapes, copied from ENGINES.md §3 (TGI v3.3.7).
@@ -50,7 +51,7 @@ func TestDocumentedShapes(t *testing.T) {
 		if i == 3 {
 			want = docFinal
 		}
-		if got, w := shape(t, data(t, ev)), shape(t, []byte(want)); got != w {
+		if got, w := faketest.Shape(t, data(t, ev)), faketest.Shape(t, []byte(want)); got != w {
 			t.Errorf("frame %d shape\n got %s\nwant %s", i+1, got, w)
 		}
 		if f := decode(t, ev); f.Index != i+1 {
@@ -66,12 +67,12 @@ func TestDocumentedShapes(t *testing.T) {
 	}
 
 	// /info: same keys, order and types; the values the fake reports.
-	c := newClient(t)
+	c := faketest.Client(t)
 	st, hdr, body := get(t, c, s.URL()+"/info")
 	if st != 200 || hdr.Get("Content-Type") != "application/json" {
 		t.Fatalf("/info: %d %v", st, hdr)
 	}
-	if got, w := shape(t, body), shape(t, []byte(docInfo)); got != w {
+	if got, w := faketest.Shape(t, body), faketest.Shape(t, []byte(docInfo)); got != w {
 		t.Fatalf("/info shape\n got %s\nwant %s", got, w)
 	}
 	var info map[string]any
@@ -236,7 +237,7 @@ func TestValidation(t *testing.T) {
 			t.Fatalf("%s: frame %s", tc.name, data(t, evs[0]))
 		}
 	}
-	c := newClient(t)
+	c := faketest.Client(t)
 	for _, tc := range []struct {
 		name, ctype, body string
 		status            int
@@ -310,7 +311,7 @@ func TestFailModes(t *testing.T) {
 		if tc.last != "" && !strings.Contains(evs[len(evs)-1], tc.last) {
 			t.Fatalf("%s: last event %q, want %q", tc.mode, evs[len(evs)-1], tc.last)
 		}
-		waitFor(t, tc.mode+" slot release", func() bool { return s.InFlight() == 0 })
+		faketest.WaitFor(t, tc.mode+" slot release", func() bool { return s.InFlight() == 0 })
 	}
 }
 
@@ -320,7 +321,7 @@ func TestStallAndKeepAlive(t *testing.T) {
 	s := startFake(t, fake.Options{Fail: fake.FailStall}, func(s *Server) { s.keepAlive = 5 * time.Millisecond })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	resp := post(t, ctx, newClient(t), s.URL()+"/generate_stream", `{"inputs":"a","parameters":{"max_new_tokens":8}}`)
+	resp := post(t, ctx, faketest.Client(t), s.URL()+"/generate_stream", `{"inputs":"a","parameters":{"max_new_tokens":8}}`)
 	defer resp.Body.Close()
 	br := bufio.NewReader(resp.Body)
 	for i := range 2 {
@@ -338,12 +339,12 @@ func TestStallAndKeepAlive(t *testing.T) {
 		t.Fatalf("InFlight %d during the stall, want 1", s.InFlight())
 	}
 	cancel()
-	waitFor(t, "the stalled slot to free", func() bool { return s.InFlight() == 0 })
-	waitFor(t, "the dropped count", func() bool { return strings.Contains(metrics(t, s), `tgi_request_failure{err="dropped"} 1`) })
+	faketest.WaitFor(t, "the stalled slot to free", func() bool { return s.InFlight() == 0 })
+	faketest.WaitFor(t, "the dropped count", func() bool { return strings.Contains(metrics(t, s), `tgi_request_failure{err="dropped"} 1`) })
 }
 
 func metrics(t testing.TB, s *Server) string {
-	_, _, b := get(t, newClient(t), s.URL()+"/metrics")
+	_, _, b := get(t, faketest.Client(t), s.URL()+"/metrics")
 	return string(b)
 }
 
@@ -358,13 +359,13 @@ func TestQueueAndOverload(t *testing.T) {
 		t.Fatalf("fresh /metrics has gauges:\n%s", fresh)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := newClient(t)
+	c := faketest.Client(t)
 	var bodies []io.Closer
 	for range fake.DefaultSlots + 2 {
 		resp := post(t, ctx, c, s.URL()+"/generate_stream", body)
 		bodies = append(bodies, resp.Body)
 	}
-	waitFor(t, "2 generating, 2 queued", func() bool { return s.InFlight() == fake.DefaultSlots && s.Deferred() == 2 })
+	faketest.WaitFor(t, "2 generating, 2 queued", func() bool { return s.InFlight() == fake.DefaultSlots && s.Deferred() == 2 })
 	m := metrics(t, s)
 	for _, want := range []string{"tgi_queue_size 2\n", "tgi_batch_current_size 2\n", "tgi_request_count 4\n"} {
 		if !strings.Contains(m, want) {
@@ -375,7 +376,7 @@ func TestQueueAndOverload(t *testing.T) {
 	for _, b := range bodies {
 		b.Close()
 	}
-	waitFor(t, "everything to drain", func() bool { return s.InFlight() == 0 && s.Deferred() == 0 })
+	faketest.WaitFor(t, "everything to drain", func() bool { return s.InFlight() == 0 && s.Deferred() == 0 })
 
 	o := startFake(t, fake.Options{Slots: 1, TTFT: time.Hour})
 	if o.MaxConcurrentRequests() != 1 {
@@ -389,13 +390,13 @@ func TestQueueAndOverload(t *testing.T) {
 	defer cancel2()
 	first := post(t, ctx2, c, o.URL()+"/generate_stream", body)
 	defer first.Body.Close()
-	waitFor(t, "the first to generate", func() bool { return o.InFlight() == 1 })
+	faketest.WaitFor(t, "the first to generate", func() bool { return o.InFlight() == 1 })
 	_, evs, err := streamOf(t, o, body)
 	if err != nil || len(evs) != 1 || string(data(t, evs[0])) != docError {
 		t.Fatalf("second request: %q %v, want the overloaded frame", evs, err)
 	}
 	cancel2()
-	waitFor(t, "the slot to free", func() bool { return o.InFlight() == 0 })
+	faketest.WaitFor(t, "the slot to free", func() bool { return o.InFlight() == 0 })
 	// The permit is back: the next request streams.
 	o2 := startFake(t, fake.Options{Slots: 1})
 	for range 3 {
@@ -409,7 +410,7 @@ func TestQueueAndOverload(t *testing.T) {
 func TestCancelMidStream(t *testing.T) {
 	s := startFake(t, fake.Options{ITL: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
-	resp := post(t, ctx, newClient(t), s.URL()+"/generate_stream", `{"inputs":"a","parameters":{"max_new_tokens":50}}`)
+	resp := post(t, ctx, faketest.Client(t), s.URL()+"/generate_stream", `{"inputs":"a","parameters":{"max_new_tokens":50}}`)
 	br := bufio.NewReader(resp.Body)
 	if ev, err := readEvent(br); err != nil || decode(t, ev).Index != 1 {
 		t.Fatalf("%q %v", ev, err)
@@ -419,7 +420,7 @@ func TestCancelMidStream(t *testing.T) {
 	}
 	cancel()
 	resp.Body.Close()
-	waitFor(t, "the slot to free", func() bool { return s.InFlight() == 0 })
+	faketest.WaitFor(t, "the slot to free", func() bool { return s.InFlight() == 0 })
 }
 
 // TestLoading: the port refuses connections until the model is loaded.
@@ -439,8 +440,8 @@ func TestLoading(t *testing.T) {
 	}
 
 	l := startFake(t, fake.Options{Load: 20 * time.Millisecond})
-	c := newClient(t)
-	waitFor(t, "the load to end", func() bool {
+	c := faketest.Client(t)
+	faketest.WaitFor(t, "the load to end", func() bool {
 		resp, err := c.Get(l.URL() + "/health")
 		if err != nil {
 			return false
@@ -453,7 +454,7 @@ func TestLoading(t *testing.T) {
 // TestGenerate covers the non-streaming routes and their error statuses.
 func TestGenerate(t *testing.T) {
 	s := startFake(t, fake.Options{Ctx: 64})
-	c := newClient(t)
+	c := faketest.Client(t)
 	resp := post(t, context.Background(), c, s.URL()+"/generate", `{"inputs":"a b","parameters":{"max_new_tokens":3,"seed":4,"details":true}}`)
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -467,7 +468,7 @@ func TestGenerate(t *testing.T) {
 	if err := json.Unmarshal(b, &gr); err != nil || len(gr.Details.Tokens) != 3 {
 		t.Fatalf("/generate tokens: %v %s", err, b)
 	}
-	if got := shape(t, gr.Details.Tokens[0]); got != "{id:int,text:string,logprob:float,special:bool}" {
+	if got := faketest.Shape(t, gr.Details.Tokens[0]); got != "{id:int,text:string,logprob:float,special:bool}" {
 		t.Fatalf("token shape %s", got)
 	}
 	// POST / without stream: a one-element array; with stream: SSE.
@@ -511,7 +512,7 @@ func TestGenerate(t *testing.T) {
 // TestRoutes: models, ping, 404 and 405 as axum answers them.
 func TestRoutes(t *testing.T) {
 	s := startFake(t, fake.Options{Model: "org/tiny", EngineVersion: "3.3.6"})
-	c := newClient(t)
+	c := faketest.Client(t)
 	_, _, b := get(t, c, s.URL()+"/v1/models")
 	if string(b) != `{"object":"list","data":[{"id":"org/tiny","object":"model","created":0,"owned_by":"org/tiny"}]}` {
 		t.Fatalf("/v1/models %s", b)

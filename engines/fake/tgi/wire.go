@@ -5,111 +5,25 @@ import (
 	"encoding/hex"
 	"math"
 	"strconv"
-	"unicode/utf8"
+
+	"github.com/llama-orch/llama-orch/engines/fake/internal/wire"
 )
 
 // JSON appenders that print like serde_json, which TGI's router uses for
 // every body: compact, struct fields in declaration order, raw UTF-8, floats
 // in shortest round-trip form with ".0" on whole numbers.
 
-const hexDigits = "0123456789abcdef"
-
 // appendString appends s as a JSON string the way serde_json escapes it:
 // `"` `\` and control characters only (\b \f \n \r \t, others \u00xx).
 // Invalid UTF-8 (which a Rust String cannot hold) becomes U+FFFD, as
 // String::from_utf8_lossy would have made it.
 func appendString[S ~string | ~[]byte](b []byte, s S) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			if n := runeLen(s, i); n > 0 {
-				i += n
-				continue
-			}
-			b = append(b, s[start:i]...)
-			b = append(b, "\uFFFD"...)
-			i++
-			start = i
-			continue
-		}
-		if c >= 0x20 && c != '"' && c != '\\' {
-			i++
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"':
-			b = append(b, '\\', '"')
-		case '\\':
-			b = append(b, '\\', '\\')
-		case '\b':
-			b = append(b, '\\', 'b')
-		case '\f':
-			b = append(b, '\\', 'f')
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-		}
-		i++
-		start = i
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
-// runeLen returns the length of the valid UTF-8 sequence starting at s[i]
-// (a byte >= 0x80), or 0 if it is invalid or cut short.
-func runeLen[S ~string | ~[]byte](s S, i int) int {
-	c := s[i]
-	n, lo, hi := 0, byte(0x80), byte(0xBF)
-	switch {
-	case c >= 0xC2 && c <= 0xDF:
-		n = 2
-	case c == 0xE0:
-		n, lo = 3, 0xA0
-	case c == 0xED:
-		n, hi = 3, 0x9F // no surrogates
-	case c >= 0xE1 && c <= 0xEF:
-		n = 3
-	case c == 0xF0:
-		n, lo = 4, 0x90
-	case c >= 0xF1 && c <= 0xF3:
-		n = 4
-	case c == 0xF4:
-		n, hi = 4, 0x8F
-	default:
-		return 0
-	}
-	if i+n > len(s) || s[i+1] < lo || s[i+1] > hi {
-		return 0
-	}
-	for j := 2; j < n; j++ {
-		if s[i+j] < 0x80 || s[i+j] > 0xBF {
-			return 0
-		}
-	}
-	return n
+	return wire.AppendString(b, s, wire.Serde)
 }
 
 // appendF32 appends an f32 as serde_json (ryu) prints it: shortest
 // round-trip digits, and "-2.0" rather than "-2".
-func appendF32(b []byte, f float32) []byte {
-	start := len(b)
-	b = strconv.AppendFloat(b, float64(f), 'f', -1, 32)
-	for _, c := range b[start:] {
-		if c == '.' {
-			return b
-		}
-	}
-	return append(b, ".0"...)
-}
+func appendF32(b []byte, f float32) []byte { return wire.AppendFixed(b, float64(f), 32) }
 
 // appendF64 is appendF32 for f64 (Prometheus bucket bounds, sums).
 func appendF64(b []byte, f float64) []byte {
@@ -287,7 +201,7 @@ func (s *Server) models() []byte {
 func (s *Server) metrics() []byte {
 	s.mu.Lock()
 	q := &s.sched
-	queued, busy, batchTokens := q.waiters.Len(), q.busy, q.batchTokens
+	queued, busy, batchTokens := q.batch.Waiting(), q.batch.Busy(), q.batchTokens
 	queueSeen, batchSeen := q.queueSeen, q.batchSeen
 	requestCount, success := q.requestCount, q.success
 	failures := q.failures

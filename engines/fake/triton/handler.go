@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/engines/fake/internal/slots"
 )
 
 // Triton's routes, bodies and messages (server @e1db8a6 http_server.cc,
@@ -44,24 +45,8 @@ var serverExtensions = []string{"classification", "sequence", "model_repository"
 	"system_shared_memory", "cuda_shared_memory", "binary_tensor_data", "parameters",
 	"statistics", "trace", "logging"}
 
+// serveHTTP routes one request as Triton's HTTP frontend does.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	if s.closed.Load() {
-		s.mu.Unlock()
-		panic(http.ErrAbortHandler)
-	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer s.wg.Done()
-	defer func() {
-		if v := recover(); v != nil {
-			if v == http.ErrAbortHandler { //nolint:errorlint // sentinel compared as net/http does
-				panic(v)
-			}
-			s.log.Error("BUG: fake triton handler panicked", zap.Any("panic", v), zap.Stack("stack"))
-			panic(http.ErrAbortHandler)
-		}
-	}()
 	path := r.URL.Path
 	switch path {
 	case "/v2/health/live":
@@ -353,7 +338,7 @@ type task struct {
 	nText   int
 	eos     bool
 	gen     fake.Generator
-	timer   *time.Timer
+	pause   slots.Pause
 	buf     []byte
 	wrote   bool // the status was sent
 	tokens  int  // tokens generated (KV held)
@@ -408,17 +393,18 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, sse bool) {
 	}
 	s.mu.Lock()
 	s.sched.kvTokens += t.nPrompt
-	s.sched.queueDurationUs += time.Since(queued).Microseconds()
+	s.sched.counters.queueDurationUs += time.Since(queued).Microseconds()
 	s.mu.Unlock()
 	start := time.Now()
 	ok := false
 	defer func() {
 		s.mu.Lock()
 		s.sched.kvTokens -= t.nPrompt + t.tokens
-		s.sched.promptTokens += int64(t.nPrompt)
-		s.sched.generationTokens += int64(t.tokens)
-		s.sched.requestDurationUs += time.Since(start).Microseconds()
-		s.releaseLocked()
+		c := &s.sched.counters
+		c.promptTokens += int64(t.nPrompt)
+		c.generationTokens += int64(t.tokens)
+		c.requestDurationUs += time.Since(start).Microseconds()
+		s.sched.slots.Release()
 		s.mu.Unlock()
 		s.count(ok)
 	}()
@@ -433,11 +419,11 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, sse bool) {
 // count records a finished request for the nv_inference_request_* counters.
 func (s *Server) count(ok bool) {
 	s.mu.Lock()
-	if ok {
-		s.sched.success++
-		s.sched.inferenceCount++
+	if c := &s.sched.counters; ok {
+		c.success++
+		c.inferenceCount++
 	} else {
-		s.sched.failure++
+		c.failure++
 	}
 	s.mu.Unlock()
 }
@@ -448,11 +434,7 @@ func (s *Server) count(ok bool) {
 func (t *task) plan() {
 	o := &t.s.o
 	n := int(min(t.req.maxTokens, int64(o.Ctx-t.nPrompt)))
-	n = max(n, 1)
-	if o.Tokens > 0 && o.Tokens < n {
-		n, t.eos = o.Tokens, true
-	}
-	t.nText = n
+	t.nText, t.eos = o.TextTokens(max(n, 1), false)
 	t.gen = fake.NewGenerator(t.req.seed, t.req.prompt, o.Fail == fake.FailSplitUTF8)
 }
 
@@ -477,42 +459,7 @@ func (t *task) writeFirstError(msg string) {
 
 // wait sleeps d unless the client goes or the server closes.
 func (t *task) wait(d time.Duration) bool {
-	ctx := t.r.Context()
-	if d <= 0 {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.s.done:
-			return false
-		default:
-			return true
-		}
-	}
-	if t.timer == nil {
-		t.timer = time.NewTimer(d)
-	} else {
-		t.timer.Reset(d)
-	}
-	select {
-	case <-t.timer.C:
-		return true
-	case <-ctx.Done():
-	case <-t.s.done:
-	}
-	t.timer.Stop()
-	return false
-}
-
-// faultAt returns after how many frames the configured mid-stream fault
-// fires (-1: none).
-func (s *Server) faultAt() int {
-	switch s.o.Fail {
-	case fake.FailMidstreamDisconnect:
-		return 3
-	case fake.FailStall, fake.FailMalformed, fake.FailMidstreamError:
-		return 2
-	}
-	return -1
+	return t.pause.Sleep(d, t.r.Context().Done(), t.s.run.Done())
 }
 
 // step is one vLLM output: the text delta and whether the request
@@ -535,31 +482,30 @@ func (t *task) run() bool {
 	if t.eos {
 		reason = "stop"
 	}
-	faultAt := s.faultAt()
+	faultAt := fake.FaultAt(s.o.Fail)
 	// Triton streams only a streaming backend on the stream route; anything
 	// else is answered once, at the end.
 	streaming := t.req.stream && t.sse
 	if !t.wait(s.o.TTFT) {
 		return false
 	}
-	var pending []byte // bytes of a character not complete yet
-	var whole []byte   // the text of a non-streaming backend
+	var detok fake.Detokenizer // holds a character not complete yet
+	var whole []byte           // the text of a non-streaming backend
 	for pos := 0; pos < total; pos++ {
 		if pos > 0 && !t.wait(s.o.ITL) {
 			return false
 		}
+		piece := "" // the EOS token has no text
 		if pos < t.nText {
-			piece, _ := t.gen.Token(pos)
-			pending = append(pending, piece...)
+			piece, _ = t.gen.Token(pos)
 		}
 		t.s.mu.Lock()
 		t.s.sched.kvTokens++
 		t.s.mu.Unlock()
 		t.tokens++
 		st := step{reason: "None"}
-		if fake.Complete(pending) {
-			st.text = string(pending)
-			pending = pending[:0]
+		if text, ok := detok.Add(piece); ok {
+			st.text = string(text)
 		}
 		last := pos == total-1
 		faulting := faultAt >= 0 && (pos+1 == faultAt || last)
@@ -661,10 +607,7 @@ func (t *task) streamFault() bool {
 		// No last chunk: net/http closes the connection as it is.
 		panic(http.ErrAbortHandler)
 	case fake.FailStall:
-		select {
-		case <-t.r.Context().Done():
-		case <-t.s.done:
-		}
+		slots.Hold(t.r.Context().Done(), t.s.run.Done())
 		return false
 	case fake.FailMalformed:
 		t.send([]byte(malformedEvent))
@@ -683,10 +626,7 @@ func (t *task) wholeFault() bool {
 	case fake.FailMidstreamDisconnect:
 		panic(http.ErrAbortHandler)
 	case fake.FailStall:
-		select {
-		case <-t.r.Context().Done():
-		case <-t.s.done:
-		}
+		slots.Hold(t.r.Context().Done(), t.s.run.Done())
 	case fake.FailMalformed:
 		if t.sse {
 			t.send([]byte(malformedEvent))

@@ -2,6 +2,8 @@ package triton
 
 import (
 	"strconv"
+
+	"github.com/llama-orch/llama-orch/engines/fake/internal/wire"
 )
 
 // metrics renders GET /metrics: Triton's core and GPU families and the
@@ -9,18 +11,15 @@ import (
 // exposition format, from the fake's state.
 func (s *Server) metrics() []byte {
 	s.mu.Lock()
-	st := s.sched
-	waiting := s.sched.waiters.Len()
+	st, kvTokens := s.sched.counters, s.sched.kvTokens
+	busy, waiting, slots := s.sched.slots.Busy(), s.sched.slots.Waiting(), float64(s.sched.slots.Size())
 	s.mu.Unlock()
-	slots := float64(st.slots)
-	kvUsage := float64(st.kvTokens) / (slots * float64(s.o.Ctx))
+	kvUsage := float64(kvTokens) / (slots * float64(s.o.Ctx))
 	model := `{model="` + s.o.Model + `",version="` + ModelVersion + `"}`
 	gpu := `{gpu_uuid="` + s.gpuUUID + `"}`
 
 	var b []byte
-	family := func(name, help, typ string) {
-		b = append(b, "# HELP "+name+" "+help+"\n# TYPE "+name+" "+typ+"\n"...)
-	}
+	family := func(name, help, typ string) { b = wire.AppendMetricHead(b, name, help, typ) }
 	sample := func(name, labels string, v float64) {
 		b = append(b, name...)
 		b = append(b, labels...)
@@ -43,17 +42,17 @@ func (s *Server) metrics() []byte {
 	family("nv_inference_pending_request_count", "Instantaneous number of pending requests awaiting execution per-model.", "gauge")
 	sample("nv_inference_pending_request_count", model, 0)
 	family("nv_gpu_utilization", "GPU utilization rate [0.0 - 1.0)", "gauge")
-	sample("nv_gpu_utilization", gpu, float64(st.busy)/slots)
+	sample("nv_gpu_utilization", gpu, float64(busy)/slots)
 	family("nv_gpu_memory_total_bytes", "GPU total memory, in bytes", "gauge")
 	sample("nv_gpu_memory_total_bytes", gpu, gpuMemoryTotal)
 	family("nv_gpu_memory_used_bytes", "GPU used memory, in bytes", "gauge")
-	sample("nv_gpu_memory_used_bytes", gpu, float64(gpuWeightsBytes+st.kvTokens*kvBytesPerToken))
+	sample("nv_gpu_memory_used_bytes", gpu, float64(gpuWeightsBytes+kvTokens*kvBytesPerToken))
 	family("vllm:prompt_tokens_total", "Number of prefill tokens processed.", "counter")
 	sample("vllm:prompt_tokens_total", model, float64(st.promptTokens))
 	family("vllm:generation_tokens_total", "Number of generation tokens processed.", "counter")
 	sample("vllm:generation_tokens_total", model, float64(st.generationTokens))
 	family("vllm:num_requests_running", "Number of requests currently running on GPU.", "gauge")
-	sample("vllm:num_requests_running", model, float64(st.busy))
+	sample("vllm:num_requests_running", model, float64(busy))
 	family("vllm:num_requests_waiting", "Number of requests waiting to be processed.", "gauge")
 	sample("vllm:num_requests_waiting", model, float64(waiting))
 	family("vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", "gauge")

@@ -70,12 +70,10 @@
 package triton
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -86,6 +84,8 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/engines/fake/internal/serve"
+	"github.com/llama-orch/llama-orch/engines/fake/internal/slots"
 )
 
 // Defaults for Options fields left zero.
@@ -109,19 +109,17 @@ const (
 
 // Server is one fake Triton replica.
 type Server struct {
-	o       fake.Options
-	log     *zap.Logger
+	o   fake.Options
+	log *zap.Logger
+
+	run *serve.HTTP
+	// Set once the port is bound, before any request is served.
+	readyAt time.Time
 	gpuUUID string
 
-	ln      net.Listener
-	hs      *http.Server
-	readyAt time.Time
-
-	done     chan struct{}
-	closed   atomic.Bool
-	wg       sync.WaitGroup // handlers and the serve loop
 	requests atomic.Int64
 
+	// mu guards sched.
 	mu    sync.Mutex
 	sched sched
 }
@@ -134,96 +132,41 @@ func New(o fake.Options) (*Server, error) {
 		return nil, fmt.Errorf("%w %q: this package fakes %s", fake.ErrUnsupportedEngine, o.Engine, engines.Triton)
 	}
 	o.Engine = engines.Triton
-	if o.Fail == "" {
-		o.Fail = fake.FailNone
-	}
-	valid := false
-	for _, m := range fake.FailModes() {
-		valid = valid || m == o.Fail
-	}
-	if !valid {
-		return nil, fmt.Errorf("%w: unknown fail mode %q: valid modes: %s", fake.ErrInvalidOptions, o.Fail, strings.Join(fake.FailModes(), "|"))
-	}
-	if o.Slots < 0 || o.Ctx < 0 || o.Tokens < 0 || o.TTFT < 0 || o.ITL < 0 || o.Load < 0 {
-		return nil, fmt.Errorf("%w: slots, ctx, tokens and delays must not be negative", fake.ErrInvalidOptions)
-	}
-	if o.Slots == 0 {
-		o.Slots = fake.DefaultSlots
-	}
-	if o.Ctx == 0 {
-		o.Ctx = fake.DefaultCtx
-	}
-	if o.Ctx < 2 {
-		return nil, fmt.Errorf("%w: ctx must be at least 2", fake.ErrInvalidOptions)
-	}
-	if o.EngineVersion == "" {
-		o.EngineVersion = DefaultEngineVersion
-	}
-	if o.Model == "" {
-		o.Model = DefaultModel
+	d := fake.Defaults{Slots: fake.DefaultSlots, EngineVersion: DefaultEngineVersion, Model: DefaultModel}
+	if err := o.Check(d, fake.ErrInvalidOptions); err != nil {
+		return nil, err
 	}
 	if strings.ContainsAny(o.Model, "/?#% ") {
 		return nil, fmt.Errorf("%w: model name %q cannot be a URL path segment", fake.ErrInvalidOptions, o.Model)
 	}
-	log := o.Logger
-	if log == nil {
-		log = zap.NewNop()
-	}
-	s := &Server{o: o, log: log, done: make(chan struct{})}
-	s.sched.slots = o.Slots
-	s.sched.waiters.Init()
+	s := &Server{o: o, log: o.Logger}
+	s.sched.slots.SetSize(o.Slots)
+	// A request that arrives while the server closes has its connection
+	// dropped.
+	s.run = serve.NewHTTP(serve.NewGroup("fake triton", o.Logger), &http.Server{
+		Handler:           http.HandlerFunc(s.serveHTTP),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+	}, 0)
 	return s, nil
 }
 
 // Start listens on addr ("127.0.0.1:0" picks a free port) and serves in the
-// background until Close.
+// background until Close. Triton listens while its model loads; Options.Load
+// is the time its readiness endpoints say "not ready".
 func (s *Server) Start(addr string) error {
-	if s.closed.Load() {
-		return fmt.Errorf("%w: server closed", fake.ErrInvalidOptions)
-	}
-	if s.ln != nil {
-		return fmt.Errorf("%w: server already started", fake.ErrInvalidOptions)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", addr, err)
-	}
-	s.ln = ln
-	s.readyAt = time.Now().Add(s.o.Load)
-	h := fnv.New128a()
-	h.Write([]byte(ln.Addr().String()))
-	sum := h.Sum(nil)
-	s.gpuUUID = fmt.Sprintf("GPU-%x-%x-%x-%x-%x", sum[0:4], sum[4:6], sum[6:8], sum[8:10], sum[10:16])
-	s.hs = &http.Server{
-		Handler:           http.HandlerFunc(s.serveHTTP),
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		ErrorLog:          zap.NewStdLog(s.log),
-		BaseContext:       func(net.Listener) context.Context { return context.Background() },
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer func() {
-			if r := recover(); r != nil {
-				s.log.Error("BUG: fake triton serve loop panicked", zap.Any("panic", r))
-			}
-		}()
-		if err := s.hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Warn("fake triton serve ended", zap.Error(err))
-		}
-	}()
-	s.log.Debug("fake engine listening", zap.String("engine", engines.Triton), zap.String("addr", ln.Addr().String()))
-	return nil
+	return s.run.Start(addr, 0, fake.ErrInvalidOptions, func(addr string) {
+		s.readyAt = time.Now().Add(s.o.Load)
+		h := fnv.New128a()
+		h.Write([]byte(addr))
+		sum := h.Sum(nil)
+		s.gpuUUID = fmt.Sprintf("GPU-%x-%x-%x-%x-%x", sum[0:4], sum[4:6], sum[6:8], sum[8:10], sum[10:16])
+		s.log.Debug("fake engine listening", zap.String("engine", engines.Triton), zap.String("addr", addr))
+	})
 }
 
 // Addr returns the listening address ("127.0.0.1:PORT"), "" before Start.
-func (s *Server) Addr() string {
-	if s.ln == nil {
-		return ""
-	}
-	return s.ln.Addr().String()
-}
+func (s *Server) Addr() string { return s.run.Addr() }
 
 // URL returns the base URL, "http://127.0.0.1:PORT".
 func (s *Server) URL() string { return "http://" + s.Addr() }
@@ -232,14 +175,14 @@ func (s *Server) URL() string { return "http://" + s.Addr() }
 func (s *Server) InFlight() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sched.busy
+	return s.sched.slots.Busy()
 }
 
 // Deferred returns the number of requests waiting for a slot.
 func (s *Server) Deferred() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sched.waiters.Len()
+	return s.sched.slots.Waiting()
 }
 
 // Requests returns the number of generate requests received, whatever
@@ -248,27 +191,7 @@ func (s *Server) Requests() int64 { return s.requests.Load() }
 
 // Close stops listening, drops every connection (streams end without their
 // last chunk) and waits for every handler. It is safe to call twice.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	if s.closed.Swap(true) {
-		s.mu.Unlock()
-		s.wg.Wait()
-		return nil
-	}
-	close(s.done)
-	s.mu.Unlock()
-	var err error
-	if s.hs != nil {
-		err = s.hs.Close()
-	} else if s.ln != nil {
-		err = s.ln.Close()
-	}
-	s.wg.Wait()
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
-	return err
-}
+func (s *Server) Close() error { return s.run.Close() }
 
 func (s *Server) loading() bool {
 	return s.o.Load > 0 && time.Now().Before(s.readyAt)
@@ -276,13 +199,15 @@ func (s *Server) loading() bool {
 
 // sched is the slot scheduler; every field is guarded by Server.mu.
 type sched struct {
-	slots   int
-	busy    int
-	waiters list.List // of chan struct{}, FIFO
+	slots slots.Pool
 	// kvTokens is the number of tokens (prompt and generated) that running
 	// requests hold in the KV cache.
 	kvTokens int
-	// Counters for /metrics.
+	counters counters
+}
+
+// counters are what /metrics counts.
+type counters struct {
 	success, failure  int64
 	promptTokens      int64
 	generationTokens  int64
@@ -296,39 +221,8 @@ var errGone = errors.New("fake triton: request abandoned")
 // acquire waits for a slot in FIFO order until it is granted, ctx ends or
 // the server closes.
 func (s *Server) acquire(ctx context.Context) error {
-	s.mu.Lock()
-	if s.sched.busy < s.sched.slots && s.sched.waiters.Len() == 0 {
-		s.sched.busy++
-		s.mu.Unlock()
-		return nil
+	if !s.sched.slots.Acquire(&s.mu, ctx.Done(), s.run.Done()) {
+		return errGone
 	}
-	ch := make(chan struct{}, 1)
-	e := s.sched.waiters.PushBack(ch)
-	s.mu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-	case <-s.done:
-	}
-	s.mu.Lock()
-	select {
-	case <-ch:
-		// Granted while leaving: hand the slot on.
-		s.releaseLocked()
-	default:
-		s.sched.waiters.Remove(e)
-	}
-	s.mu.Unlock()
-	return errGone
-}
-
-// releaseLocked frees a slot, handing it to the first waiter.
-func (s *Server) releaseLocked() {
-	if e := s.sched.waiters.Front(); e != nil {
-		s.sched.waiters.Remove(e)
-		e.Value.(chan struct{}) <- struct{}{}
-		return
-	}
-	s.sched.busy--
+	return nil
 }

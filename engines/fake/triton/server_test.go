@@ -17,36 +17,13 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/engines/fake/internal/faketest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // startServer starts a fake on a free loopback port, closed at cleanup.
-func startServer(t testing.TB, o fake.Options) *Server {
-	t.Helper()
-	s, err := New(o)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	if err := s.Start("127.0.0.1:0"); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return s
-}
-
-// client returns an HTTP client whose idle connections are closed at
-// cleanup (goleak).
-func client(t testing.TB) *http.Client {
-	t.Helper()
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
-}
+func startServer(t testing.TB, o fake.Options) *Server { return faketest.Start(t, New, o) }
 
 type response struct {
 	status int
@@ -73,27 +50,6 @@ func do(t testing.TB, c *http.Client, method, url, body string) response {
 		t.Fatalf("%s %s: reading the body: %v", method, url, err)
 	}
 	return response{resp.StatusCode, resp.Header.Get("Content-Type"), b}
-}
-
-// events splits an SSE body into its data payloads; it fails on anything
-// but `data: …\n\n` events.
-func events(t testing.TB, body []byte) [][]byte {
-	t.Helper()
-	var out [][]byte
-	for len(body) > 0 {
-		i := bytes.Index(body, []byte("\n\n"))
-		if i < 0 {
-			t.Fatalf("unterminated event %q", body)
-		}
-		ev := body[:i]
-		body = body[i+2:]
-		d, ok := bytes.CutPrefix(ev, []byte("data: "))
-		if !ok {
-			t.Fatalf("event without `data: `: %q", ev)
-		}
-		out = append(out, d)
-	}
-	return out
 }
 
 // tframe is a decoded generate_stream frame.
@@ -153,7 +109,7 @@ func keysOf(t testing.TB, data []byte) []string {
 
 func TestStreamText(t *testing.T) {
 	s := startServer(t, fake.Options{})
-	c := client(t)
+	c := faketest.Client(t)
 	for _, tc := range []struct {
 		name   string
 		n      int
@@ -169,7 +125,7 @@ func TestStreamText(t *testing.T) {
 			if r.status != 200 || r.ctype != ctypeSSE {
 				t.Fatalf("status %d, content type %q: %s", r.status, r.ctype, r.body)
 			}
-			evs := events(t, r.body)
+			evs := faketest.Events(t, r.body)
 			if len(evs) != tc.n {
 				t.Fatalf("%d frames, want %d", len(evs), tc.n)
 			}
@@ -208,7 +164,7 @@ func TestDocumentedFrames(t *testing.T) {
 		`{"model_name":"vllm_model","model_version":"1","text_output":" Paris"}`,
 	}
 	s := startServer(t, fake.Options{})
-	c := client(t)
+	c := faketest.Client(t)
 	for i, extra := range []string{
 		`"return_num_output_tokens":true`,
 		`"return_num_output_tokens":true,"return_finish_reason":true`,
@@ -217,7 +173,7 @@ func TestDocumentedFrames(t *testing.T) {
 	} {
 		body := `{"text_input":"The capital of France is","parameters":{"stream":true,"temperature":0,"max_tokens":1,"seed":42,` + extra + `}}`
 		r := do(t, c, "POST", genURL(s, "generate_stream"), body)
-		evs := events(t, r.body)
+		evs := faketest.Events(t, r.body)
 		if r.status != 200 || len(evs) != 1 {
 			t.Fatalf("case %d: status %d, %d frames", i, r.status, len(evs))
 		}
@@ -264,9 +220,9 @@ func typeName(v any) string {
 
 func TestTokensCapEOS(t *testing.T) {
 	s := startServer(t, fake.Options{Tokens: 3})
-	c := client(t)
+	c := faketest.Client(t)
 	r := do(t, c, "POST", genURL(s, "generate_stream"), streamBody("hi", 10, 1, ""))
-	evs := events(t, r.body)
+	evs := faketest.Events(t, r.body)
 	if len(evs) != 4 {
 		t.Fatalf("%d frames, want 3 text + EOS", len(evs))
 	}
@@ -286,17 +242,17 @@ func TestTokensCapEOS(t *testing.T) {
 
 func TestContextBound(t *testing.T) {
 	s := startServer(t, fake.Options{Ctx: 8})
-	c := client(t)
+	c := faketest.Client(t)
 	// "a b c d e" is 6 tokens with BOS: 2 fit before the context ends.
 	r := do(t, c, "POST", genURL(s, "generate_stream"), streamBody("a b c d e", 100, 1, ""))
-	evs := events(t, r.body)
+	evs := faketest.Events(t, r.body)
 	if r.status != 200 || len(evs) != 2 || *decode(t, evs[1]).FinishReason != "length" {
 		t.Fatalf("status %d, frames %q", r.status, evs)
 	}
 	// A prompt longer than the context: vLLM's validation error as the first
 	// response (status 500, one SSE error event).
 	r = do(t, c, "POST", genURL(s, "generate_stream"), streamBody("a b c d e f g h i", 4, 1, ""))
-	evs = events(t, r.body)
+	evs = faketest.Events(t, r.body)
 	if r.status != 500 || r.ctype != ctypeSSE || len(evs) != 1 {
 		t.Fatalf("status %d %q: %s", r.status, r.ctype, r.body)
 	}
@@ -313,10 +269,10 @@ func TestContextBound(t *testing.T) {
 
 func TestSplitUTF8(t *testing.T) {
 	s := startServer(t, fake.Options{Fail: fake.FailSplitUTF8})
-	c := client(t)
+	c := faketest.Client(t)
 	const n = 20
 	r := do(t, c, "POST", genURL(s, "generate_stream"), streamBody("p", n, 3, ""))
-	evs := events(t, r.body)
+	evs := faketest.Events(t, r.body)
 	if len(evs) != n {
 		t.Fatalf("%d frames, want %d (one per token)", len(evs), n)
 	}
@@ -348,7 +304,7 @@ func TestSplitUTF8(t *testing.T) {
 
 func TestGenerateNonStream(t *testing.T) {
 	s := startServer(t, fake.Options{})
-	c := client(t)
+	c := faketest.Client(t)
 	gen := fake.NewGenerator(9, "Hi there", false)
 	var text string
 	for i := range 3 {
@@ -380,7 +336,7 @@ func TestGenerateNonStream(t *testing.T) {
 
 func TestBadRequests(t *testing.T) {
 	s := startServer(t, fake.Options{})
-	c := client(t)
+	c := faketest.Client(t)
 	for _, tc := range []struct {
 		name, url, body string
 		status          int
@@ -423,7 +379,7 @@ func TestStartFaults(t *testing.T) {
 	} {
 		t.Run(tc.fail, func(t *testing.T) {
 			s := startServer(t, fake.Options{Fail: tc.fail})
-			r := do(t, client(t), "POST", genURL(s, "generate_stream"), streamBody("x", 4, 1, ""))
+			r := do(t, faketest.Client(t), "POST", genURL(s, "generate_stream"), streamBody("x", 4, 1, ""))
 			if r.status != tc.status || r.ctype != tc.ctype || string(r.body) != tc.body {
 				t.Errorf("%d %q %q, want %d %q %q", r.status, r.ctype, r.body, tc.status, tc.ctype, tc.body)
 			}
@@ -498,19 +454,8 @@ func TestMidstreamFaults(t *testing.T) {
 			if string(body) != tc.tail {
 				t.Errorf("after %d frames: %q, want %q", n, body, tc.tail)
 			}
-			waitFor(t, "slot freed", func() bool { return s.InFlight() == 0 })
+			faketest.WaitFor(t, "slot freed", func() bool { return s.InFlight() == 0 })
 		})
-	}
-}
-
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -544,7 +489,7 @@ func TestStallAndCancelFreeTheSlot(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			req, _ := http.NewRequestWithContext(ctx, "POST", genURL(s, "generate_stream"), strings.NewReader(streamBody("x", 50, 1, "")))
-			c := client(t)
+			c := faketest.Client(t)
 			read := make(chan struct{})
 			done := make(chan struct{})
 			go func() {
@@ -561,17 +506,17 @@ func TestStallAndCancelFreeTheSlot(t *testing.T) {
 			if tc.read > 0 {
 				<-read
 			}
-			waitFor(t, "slot taken", func() bool { return s.InFlight() == 1 })
+			faketest.WaitFor(t, "slot taken", func() bool { return s.InFlight() == 1 })
 			cancel()
 			<-done
-			waitFor(t, "slot freed", func() bool { return s.InFlight() == 0 })
+			faketest.WaitFor(t, "slot freed", func() bool { return s.InFlight() == 0 })
 		})
 	}
 }
 
 func TestSlotsQueueFIFO(t *testing.T) {
 	s := startServer(t, fake.Options{Slots: 1, ITL: 20 * time.Millisecond})
-	c := client(t)
+	c := faketest.Client(t)
 	type result struct {
 		i    int
 		at   time.Time
@@ -583,12 +528,12 @@ func TestSlotsQueueFIFO(t *testing.T) {
 			r := do(t, c, "POST", genURL(s, "generate_stream"), streamBody("q"+strconv.Itoa(i), 3, 1, ""))
 			results <- result{i, time.Now(), r}
 		}()
-		waitFor(t, "queued in order", func() bool { return s.InFlight()+s.Deferred() == i+1 })
+		faketest.WaitFor(t, "queued in order", func() bool { return s.InFlight()+s.Deferred() == i+1 })
 	}
 	order := []int{}
 	for range 3 {
 		r := <-results
-		if r.resp.status != 200 || len(events(t, r.resp.body)) != 3 {
+		if r.resp.status != 200 || len(faketest.Events(t, r.resp.body)) != 3 {
 			t.Errorf("request %d: %d %s", r.i, r.resp.status, r.resp.body)
 		}
 		order = append(order, r.i)
@@ -603,7 +548,7 @@ func TestSlotsQueueFIFO(t *testing.T) {
 
 func TestLoading(t *testing.T) {
 	s := startServer(t, fake.Options{Load: 300 * time.Millisecond})
-	c := client(t)
+	c := faketest.Client(t)
 	for _, tc := range []struct {
 		method, path, body string
 		status             int
@@ -620,7 +565,7 @@ func TestLoading(t *testing.T) {
 			t.Errorf("loading: %s %s = %d %q, want %d %q", tc.method, tc.path, r.status, r.body, tc.status, tc.want)
 		}
 	}
-	waitFor(t, "ready", func() bool { return do(t, c, "GET", s.URL()+"/v2/health/ready", "").status == 200 })
+	faketest.WaitFor(t, "ready", func() bool { return do(t, c, "GET", s.URL()+"/v2/health/ready", "").status == 200 })
 	if r := do(t, c, "GET", s.URL()+"/v2/models/vllm_model/ready", ""); r.status != 200 || len(r.body) != 0 {
 		t.Errorf("model ready after load: %d %q", r.status, r.body)
 	}
@@ -631,7 +576,7 @@ func TestLoading(t *testing.T) {
 
 func TestMetadata(t *testing.T) {
 	s := startServer(t, fake.Options{EngineVersion: "2.99.0", Model: "m1"})
-	c := client(t)
+	c := faketest.Client(t)
 	r := do(t, c, "GET", s.URL()+"/v2", "")
 	var meta struct {
 		Name       string   `json:"name"`
@@ -662,7 +607,7 @@ func TestMetadata(t *testing.T) {
 
 func TestMetricsGauges(t *testing.T) {
 	s := startServer(t, fake.Options{Slots: 2, Ctx: 100, TTFT: time.Hour})
-	c := client(t)
+	c := faketest.Client(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for i := range 3 {
@@ -673,7 +618,7 @@ func TestMetricsGauges(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "2 running, 1 waiting", func() bool { return s.InFlight() == 2 && s.Deferred() == 1 })
+	faketest.WaitFor(t, "2 running, 1 waiting", func() bool { return s.InFlight() == 2 && s.Deferred() == 1 })
 	m := string(do(t, c, "GET", s.URL()+"/metrics", "").body)
 	for _, want := range []string{
 		"nv_inference_pending_request_count{model=\"vllm_model\",version=\"1\"} 0\n",
@@ -690,7 +635,7 @@ func TestMetricsGauges(t *testing.T) {
 		}
 	}
 	cancel()
-	waitFor(t, "idle", func() bool { return s.InFlight() == 0 && s.Deferred() == 0 })
+	faketest.WaitFor(t, "idle", func() bool { return s.InFlight() == 0 && s.Deferred() == 0 })
 }
 
 func TestNewValidates(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/engines/fake/internal/slots"
 )
 
 // Messages of injected faults.
@@ -36,7 +37,7 @@ type task struct {
 	eos     bool    // then the EOS token
 	seq     seq
 	gen     fake.Generator
-	timer   *time.Timer
+	pause   slots.Pause
 
 	buf []byte
 }
@@ -100,10 +101,7 @@ func (t *task) plan() *apiError {
 		return badRequest("'max_tokens' or 'max_completion_tokens' is too large: %d. This model's maximum context length is %d tokens and your request has %d input tokens (%d > %d - %d).",
 			n, ctx, t.nPrompt, n, ctx, t.nPrompt)
 	}
-	t.nText = n
-	if c := s.o.Tokens; c > 0 && c < n && !req.ignoreEOS {
-		t.nText, t.eos = c, true
-	}
+	t.nText, t.eos = s.o.TextTokens(n, req.ignoreEOS)
 	t.gen = fake.NewGenerator(req.seed, req.prompt, s.o.Fail == fake.FailSplitUTF8)
 	return nil
 }
@@ -147,48 +145,14 @@ func (t *task) prefix() {
 
 // wait sleeps d unless the client goes or the server closes.
 func (t *task) wait(d time.Duration) bool {
-	done := t.r.Context().Done()
-	if d <= 0 {
-		select {
-		case <-done:
-			return false
-		case <-t.s.done:
-			return false
-		default:
-			return true
-		}
-	}
-	if t.timer == nil {
-		t.timer = time.NewTimer(d)
-	} else {
-		t.timer.Reset(d)
-	}
-	select {
-	case <-t.timer.C:
-		return true
-	case <-done:
-	case <-t.s.done:
-	}
-	t.timer.Stop()
-	return false
-}
-
-// faultAt returns after how many tokens the mid-stream fault fires (0: none).
-func (s *Server) faultAt() int {
-	switch s.o.Fail {
-	case fake.FailMidstreamDisconnect:
-		return 3
-	case fake.FailStall, fake.FailMalformed, fake.FailMidstreamError:
-		return 2
-	}
-	return 0
+	return t.pause.Sleep(d, t.r.Context().Done(), t.s.run.Done())
 }
 
 // start takes a slot (waiting FIFO) and waits the time to first token.
 func (t *task) start() bool {
 	s := t.s
 	t.seq.tokens.Store(int64(t.nPrompt))
-	if !s.q.acquire(t.r.Context(), s.done, &t.seq) {
+	if !s.q.acquire(t.r.Context(), s.run.Done(), &t.seq) {
 		return false
 	}
 	s.q.countPrompt(t.nPrompt)
@@ -197,6 +161,19 @@ func (t *task) start() bool {
 		return false
 	}
 	return true
+}
+
+// next waits the inter-token latency and produces the token at pos (see
+// step); false when the client left or the server closed first, the
+// request then aborted.
+func (t *task) next(pos int) (string, int, bool) {
+	if pos > 0 && !t.wait(t.s.o.ITL) {
+		t.s.q.release(&t.seq, finishedAbort, pos)
+		t.abandon()
+		return "", 0, false
+	}
+	piece, id := t.step(pos)
+	return piece, id, true
 }
 
 // step produces the token at pos: its bytes (EOS: none) and id.
@@ -239,8 +216,10 @@ func (t *task) stream() {
 		t.abandon()
 		return
 	}
-	total, faultAt := t.total(), s.faultAt()
-	var pending []byte // bytes of a character not complete yet
+	total, faultAt := t.total(), fake.FaultAt(s.o.Fail)
+	// The incremental detokenizer releases text only at a character
+	// boundary; until then a token's chunk has text "".
+	var detok fake.Detokenizer
 	var js []byte
 	if t.req.chat {
 		// The role chunk comes with the first output.
@@ -251,21 +230,13 @@ func (t *task) stream() {
 		}
 	}
 	for pos := 0; pos < total; pos++ {
-		if pos > 0 && !t.wait(s.o.ITL) {
-			s.q.release(&t.seq, finishedAbort, pos)
-			t.abandon()
+		piece, id, ok := t.next(pos)
+		if !ok {
 			return
 		}
-		piece, id := t.step(pos)
-		pending = append(pending, piece...)
-		var text []byte
-		if fake.Complete(pending) {
-			// The incremental detokenizer releases text only at a character
-			// boundary; until then the token's chunk has text "".
-			text = pending
-		}
+		text, _ := detok.Add(piece)
 		last := pos == total-1
-		fault := faultAt > 0 && (pos+1 == faultAt || last)
+		fault := faultAt >= 0 && (pos+1 == faultAt || last)
 		finish := ""
 		if last && !fault {
 			var fr int
@@ -275,9 +246,6 @@ func (t *task) stream() {
 			s.q.release(&t.seq, fr, total)
 		}
 		js = t.appendChunk(js[:0], text, finish, id, pos)
-		if text != nil {
-			pending = pending[:0]
-		}
 		if !t.send(js) {
 			if !last || fault {
 				s.q.release(&t.seq, finishedAbort, pos+1)
@@ -304,7 +272,7 @@ func (t *task) stream() {
 // server is closing, the connection is cut; otherwise the client is gone.
 func (t *task) abandon() {
 	select {
-	case <-t.s.done:
+	case <-t.s.run.Done():
 		panic(http.ErrAbortHandler)
 	default:
 	}
@@ -318,10 +286,7 @@ func (t *task) fault(n int) {
 		s.q.release(&t.seq, finishedAbort, n)
 		t.cut()
 	case fake.FailStall:
-		select {
-		case <-t.r.Context().Done():
-		case <-s.done:
-		}
+		slots.Hold(t.r.Context().Done(), s.run.Done())
 		s.q.release(&t.seq, finishedAbort, n)
 		t.abandon()
 	case fake.FailMalformed:
@@ -443,30 +408,24 @@ func (t *task) whole() {
 		t.abandon()
 		return
 	}
-	total, faultAt := t.total(), s.faultAt()
-	var text, pending []byte
+	total, faultAt := t.total(), fake.FaultAt(s.o.Fail)
+	var text []byte
+	var detok fake.Detokenizer
 	for pos := 0; pos < total; pos++ {
-		if pos > 0 && !t.wait(s.o.ITL) {
-			s.q.release(&t.seq, finishedAbort, pos)
-			t.abandon()
+		piece, _, ok := t.next(pos)
+		if !ok {
 			return
 		}
-		piece, _ := t.step(pos)
-		pending = append(pending, piece...)
-		if fake.Complete(pending) {
-			text = append(text, pending...)
-			pending = pending[:0]
+		if done, ok := detok.Add(piece); ok {
+			text = append(text, done...)
 		}
-		if faultAt > 0 && (pos+1 == faultAt || pos == total-1) {
+		if faultAt >= 0 && (pos+1 == faultAt || pos == total-1) {
 			s.q.release(&t.seq, finishedAbort, pos+1)
 			switch s.o.Fail {
 			case fake.FailMidstreamDisconnect:
 				panic(http.ErrAbortHandler)
 			case fake.FailStall:
-				select {
-				case <-t.r.Context().Done():
-				case <-s.done:
-				}
+				slots.Hold(t.r.Context().Done(), s.run.Done())
 				t.abandon()
 			case fake.FailMalformed:
 				writeJSON(t.w, http.StatusOK, append(append([]byte(nil), t.prem...), `[{"index":0,"text":`...))

@@ -2,18 +2,17 @@ package vllm
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/engines/fake/internal/faketest"
 )
 
 // leakCheck verifies, after the test and all its cleanups, that no goroutine
@@ -23,38 +22,12 @@ func leakCheck(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
 }
 
-// waitTimeout guards waits so that a bug fails instead of hanging; it is
-// never a timing assertion.
-const waitTimeout = 10 * time.Second
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // start starts a fake on a free loopback port and returns it with an HTTP
 // client whose idle connections are closed at cleanup.
 func start(t *testing.T, o fake.Options) (*Server, *http.Client) {
 	t.Helper()
-	s, err := New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	tr := &http.Transport{}
-	t.Cleanup(func() {
-		tr.CloseIdleConnections()
-		_ = s.Close()
-	})
-	return s, &http.Client{Transport: tr, Timeout: waitTimeout}
+	c := faketest.Client(t) // registered first: its cleanup runs after Close
+	return faketest.Start(t, New, o), c
 }
 
 // post sends a JSON body.
@@ -78,20 +51,12 @@ func readAll(t *testing.T, resp *http.Response) []byte {
 	return b
 }
 
-// dataFrames splits an SSE body into its data payloads; every event must
-// be exactly one `data: ` line and its blank line.
+// dataFrames splits an SSE body into its data payloads (faketest.Events).
 func dataFrames(t *testing.T, body []byte) []string {
 	t.Helper()
-	if !bytes.HasSuffix(body, []byte("\n\n")) {
-		t.Fatalf("SSE body does not end with a blank line: %q", body)
-	}
 	var out []string
-	for _, ev := range strings.Split(strings.TrimSuffix(string(body), "\n\n"), "\n\n") {
-		d, ok := strings.CutPrefix(ev, "data: ")
-		if !ok || strings.Contains(d, "\n") {
-			t.Fatalf("event %q is not one data line", ev)
-		}
-		out = append(out, d)
+	for _, d := range faketest.Events(t, body) {
+		out = append(out, string(d))
 	}
 	return out
 }
@@ -113,67 +78,8 @@ func (r *sseReader) next() (string, error) {
 	}
 }
 
-// shape describes a JSON value's structure: object keys in order, value
-// types, nulls; strings and numbers are "s" and "n".
-func shape(t *testing.T, data string) string {
-	t.Helper()
-	dec := json.NewDecoder(strings.NewReader(data))
-	dec.UseNumber()
-	var b strings.Builder
-	var walk func() error
-	walk = func() error {
-		tok, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		switch v := tok.(type) {
-		case json.Delim:
-			if v == '{' {
-				b.WriteByte('{')
-				for i := 0; dec.More(); i++ {
-					k, err := dec.Token()
-					if err != nil {
-						return err
-					}
-					if i > 0 {
-						b.WriteByte(',')
-					}
-					b.WriteString(k.(string) + ":")
-					if err := walk(); err != nil {
-						return err
-					}
-				}
-				b.WriteByte('}')
-			} else {
-				b.WriteByte('[')
-				for i := 0; dec.More(); i++ {
-					if i > 0 {
-						b.WriteByte(',')
-					}
-					if err := walk(); err != nil {
-						return err
-					}
-				}
-				b.WriteByte(']')
-			}
-			_, err = dec.Token() // the closing delimiter
-			return err
-		case string:
-			b.WriteString("s")
-		case json.Number:
-			b.WriteString("n")
-		case bool:
-			b.WriteString("b")
-		case nil:
-			b.WriteString("null")
-		}
-		return nil
-	}
-	if err := walk(); err != nil {
-		t.Fatalf("shape(%q): %v", data, err)
-	}
-	return b.String()
-}
+// shape describes a JSON value's structure (faketest.Shape).
+func shape(t *testing.T, data string) string { t.Helper(); return faketest.Shape(t, []byte(data)) }
 
 // decodeMap decodes a JSON object with numbers as json.Number.
 func decodeMap(t *testing.T, data string) map[string]any {

@@ -1,22 +1,21 @@
 package vllm
 
 import (
-	"container/list"
 	"context"
 	"sync"
 	"sync/atomic"
+
+	"github.com/llama-orch/llama-orch/engines/fake/internal/slots"
 )
 
 // blockSize is vLLM's default KV cache block size (tokens per block).
 const blockSize = 16
 
-// sched admits at most max requests at once (vLLM --max-num-seqs); the rest
-// wait in FIFO order. It also keeps what /metrics reports.
+// sched admits at most Slots requests at once (vLLM --max-num-seqs); the
+// rest wait in FIFO order. It also keeps what /metrics reports.
 type sched struct {
-	mu      sync.Mutex
-	max     int
-	busy    int
-	waiters list.List // of *waiter
+	mu    sync.Mutex
+	slots slots.Pool
 	// live are the running requests, for the KV cache usage gauge.
 	live   map[*seq]struct{}
 	blocks int // KV cache capacity in blocks
@@ -41,51 +40,24 @@ type seq struct {
 	tokens atomic.Int64 // prompt + generated
 }
 
-type waiter struct {
-	ch      chan struct{}
-	granted bool
-}
-
-func (q *sched) init(slots, ctx int) {
-	q.max = slots
-	q.waiters.Init()
+func (q *sched) init(nSlots, ctx int) {
+	q.slots.SetSize(nSlots)
 	q.live = make(map[*seq]struct{})
 	// Room for every slot's whole context, as a KV cache sized for
 	// --max-num-seqs × --max-model-len.
-	q.blocks = slots * ((ctx + blockSize - 1) / blockSize)
+	q.blocks = nSlots * ((ctx + blockSize - 1) / blockSize)
 }
 
 // acquire waits for a slot in FIFO order; false when ctx ends or done
 // closes first.
 func (q *sched) acquire(ctx context.Context, done <-chan struct{}, sq *seq) bool {
-	q.mu.Lock()
-	if q.busy < q.max && q.waiters.Len() == 0 {
-		q.busy++
-		q.live[sq] = struct{}{}
-		q.mu.Unlock()
-		return true
-	}
-	w := &waiter{ch: make(chan struct{}, 1)}
-	e := q.waiters.PushBack(w)
-	q.mu.Unlock()
-	select {
-	case <-w.ch:
-		q.mu.Lock()
-		q.live[sq] = struct{}{}
-		q.mu.Unlock()
-		return true
-	case <-ctx.Done():
-	case <-done:
-	}
-	q.mu.Lock()
-	if w.granted {
-		q.mu.Unlock()
-		q.release(nil, -1, 0)
+	if !q.slots.Acquire(&q.mu, ctx.Done(), done) {
 		return false
 	}
-	q.waiters.Remove(e)
+	q.mu.Lock()
+	q.live[sq] = struct{}{}
 	q.mu.Unlock()
-	return false
+	return true
 }
 
 // release frees a slot (handing it to the first waiter) and counts the
@@ -100,13 +72,7 @@ func (q *sched) release(sq *seq, finished int, generated int) {
 		q.success[finished]++
 		q.genTokens += int64(generated)
 	}
-	if e := q.waiters.Front(); e != nil {
-		w := q.waiters.Remove(e).(*waiter)
-		w.granted = true
-		w.ch <- struct{}{}
-		return // the slot passes on: busy stays
-	}
-	q.busy--
+	q.slots.Release()
 }
 
 func (q *sched) countPrompt(n int) {
@@ -118,13 +84,13 @@ func (q *sched) countPrompt(n int) {
 func (q *sched) running() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.busy
+	return q.slots.Busy()
 }
 
 func (q *sched) waiting() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.waiters.Len()
+	return q.slots.Waiting()
 }
 
 // snapshot is what /metrics reports.
@@ -139,7 +105,7 @@ type snapshot struct {
 func (q *sched) snapshot() snapshot {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	sn := snapshot{running: q.busy, waiting: q.waiters.Len(), promptTokens: q.promptTokens,
+	sn := snapshot{running: q.slots.Busy(), waiting: q.slots.Waiting(), promptTokens: q.promptTokens,
 		genTokens: q.genTokens, success: q.success}
 	used := 0
 	for sq := range q.live {

@@ -27,8 +27,9 @@
 //     wait FIFO (vllm:num_requests_waiting). A client that disconnects aborts
 //     its request at once and frees its slot (AsyncLLM.abort).
 //   - Load: vLLM's app listens only once the engine is loaded, so during
-//     Options.Load the port is closed (connection refused); Start reserves
-//     the port, closes it and listens again when loading ends.
+//     Options.Load connections are refused: Start binds the port without
+//     listening and listens when loading ends (on systems without Unix
+//     sockets the port is released and taken again).
 //   - GET /health (200, empty body), /version, /v1/models, /metrics (the
 //     vllm: gauges with sorted labels and float values, from the fake's
 //     state). Everything else is FastAPI's 404 {"detail":"Not Found"}.
@@ -49,14 +50,8 @@
 package vllm
 
 import (
-	"errors"
 	"fmt"
-	"io"
-	"log"
-	"net"
 	"net/http"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +59,7 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/engines/fake/internal/serve"
 )
 
 // Defaults for the vLLM fake.
@@ -75,8 +71,6 @@ const (
 	DefaultEngineVersion = "0.11.0"
 	// keepAliveTimeout is uvicorn's default --timeout-keep-alive.
 	keepAliveTimeout = 5 * time.Second
-	// relistenTries bounds the attempts to re-bind the port after Load.
-	relistenTries = 50
 )
 
 // Server is one fake vLLM replica.
@@ -84,18 +78,10 @@ type Server struct {
 	o   fake.Options
 	log *zap.Logger
 
-	srv     *http.Server
-	addr    string
+	run *serve.HTTP
+	// Set once the port is bound, before any request is served.
 	startAt time.Time
 	created int64 // the model's "created" in /v1/models
-
-	done      chan struct{}
-	mu        sync.Mutex // guards closed, started, handlers.Add
-	closed    bool
-	started   bool
-	listening atomic.Bool
-	handlers  sync.WaitGroup
-	bg        sync.WaitGroup
 
 	requests atomic.Int64
 	ids      atomic.Uint64
@@ -112,149 +98,42 @@ func New(o fake.Options) (*Server, error) {
 		return nil, fmt.Errorf("%w %q: this fake serves %s", fake.ErrUnsupportedEngine, o.Engine, engines.VLLM)
 	}
 	o.Engine = engines.VLLM
-	if o.Fail == "" {
-		o.Fail = fake.FailNone
+	d := fake.Defaults{Slots: fake.DefaultSlots, EngineVersion: DefaultEngineVersion, Model: DefaultModel}
+	if err := o.Check(d, fake.ErrInvalidOptions); err != nil {
+		return nil, err
 	}
-	valid := false
-	for _, m := range fake.FailModes() {
-		valid = valid || m == o.Fail
-	}
-	if !valid {
-		return nil, fmt.Errorf("%w: unknown fail mode %q: valid modes: %s", fake.ErrInvalidOptions, o.Fail, strings.Join(fake.FailModes(), "|"))
-	}
-	if o.Slots < 0 || o.Ctx < 0 || o.Tokens < 0 || o.TTFT < 0 || o.ITL < 0 || o.Load < 0 {
-		return nil, fmt.Errorf("%w: slots, ctx, tokens and delays must not be negative", fake.ErrInvalidOptions)
-	}
-	if o.Slots == 0 {
-		o.Slots = fake.DefaultSlots
-	}
-	if o.Ctx == 0 {
-		o.Ctx = fake.DefaultCtx
-	}
-	if o.Ctx < 2 {
-		return nil, fmt.Errorf("%w: ctx must be at least 2", fake.ErrInvalidOptions)
-	}
-	if o.Model == "" {
-		o.Model = DefaultModel
-	}
-	if o.EngineVersion == "" {
-		o.EngineVersion = DefaultEngineVersion
-	}
-	lg := o.Logger
-	if lg == nil {
-		lg = zap.NewNop()
-	}
-	s := &Server{o: o, log: lg, done: make(chan struct{})}
+	s := &Server{o: o, log: o.Logger}
 	s.q.init(o.Slots, o.Ctx)
-	s.srv = &http.Server{
-		Handler:           s,
+	// A request that arrives while the server closes has its connection
+	// dropped.
+	s.run = serve.NewHTTP(serve.NewGroup("fake vllm", o.Logger), &http.Server{
+		Handler:           http.HandlerFunc(s.route),
 		IdleTimeout:       keepAliveTimeout,
 		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          log.New(io.Discard, "", 0),
-	}
+	}, 0)
 	return s, nil
 }
 
 // Start listens on addr ("127.0.0.1:0" picks a free port) and serves in the
-// background until Close. With Options.Load the port is reserved, closed,
-// and listened on again once loading ends (connection refused meanwhile).
+// background until Close. With Options.Load the port is bound but refuses
+// connections until loading ends, as vLLM's app listens only then.
 func (s *Server) Start(addr string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return fmt.Errorf("%w: server closed", fake.ErrInvalidOptions)
-	}
-	if s.started {
-		return fmt.Errorf("%w: server already started", fake.ErrInvalidOptions)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", addr, err)
-	}
-	s.started = true
-	s.addr = ln.Addr().String()
-	s.startAt = time.Now()
-	s.created = s.startAt.Unix()
-	if s.o.Load > 0 {
-		_ = ln.Close()
-		s.bg.Add(1)
-		go s.loadThenServe()
-	} else {
-		s.serve(ln)
-	}
-	s.log.Debug("fake engine started", zap.String("engine", engines.VLLM), zap.String("addr", s.addr), zap.Duration("load", s.o.Load))
-	return nil
-}
-
-// serve starts the HTTP server on ln; s.mu must be held.
-func (s *Server) serve(ln net.Listener) {
-	s.listening.Store(true)
-	s.bg.Add(1)
-	go func() {
-		defer s.bg.Done()
-		defer func() {
-			if r := recover(); r != nil {
-				s.log.Error("BUG: fake vllm serve loop panicked", zap.Any("panic", r))
-			}
-		}()
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("fake vllm stopped serving", zap.Error(err))
-		}
-	}()
-}
-
-// loadThenServe waits out Options.Load, then listens on the reserved port.
-func (s *Server) loadThenServe() {
-	defer s.bg.Done()
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("BUG: fake vllm loader panicked", zap.Any("panic", r))
-		}
-	}()
-	t := time.NewTimer(s.o.Load)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-s.done:
-		return
-	}
-	for try := 0; try < relistenTries; try++ {
-		ln, err := net.Listen("tcp", s.addr)
-		if err == nil {
-			s.mu.Lock()
-			if s.closed {
-				s.mu.Unlock()
-				_ = ln.Close()
-				return
-			}
-			s.serve(ln)
-			s.mu.Unlock()
-			return
-		}
-		s.log.Warn("fake vllm cannot listen again after loading", zap.String("addr", s.addr), zap.Error(err))
-		t.Reset(20 * time.Millisecond)
-		select {
-		case <-t.C:
-		case <-s.done:
-			return
-		}
-	}
-	s.log.Error("fake vllm gave up listening after loading", zap.String("addr", s.addr))
+	return s.run.Start(addr, s.o.Load, fake.ErrInvalidOptions, func(addr string) {
+		s.startAt = time.Now()
+		s.created = s.startAt.Unix()
+		s.log.Debug("fake engine started", zap.String("engine", engines.VLLM), zap.String("addr", addr), zap.Duration("load", s.o.Load))
+	})
 }
 
 // Addr returns the listening address ("127.0.0.1:PORT"), "" before Start.
-func (s *Server) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.addr
-}
+func (s *Server) Addr() string { return s.run.Addr() }
 
 // URL returns the base URL, "http://127.0.0.1:PORT".
 func (s *Server) URL() string { return "http://" + s.Addr() }
 
 // Listening reports whether the server accepts connections (false before
 // Start, while loading and after Close).
-func (s *Server) Listening() bool { return s.listening.Load() }
+func (s *Server) Listening() bool { return s.run.Listening() }
 
 // InFlight returns the number of requests holding a slot (running).
 func (s *Server) InFlight() int { return s.q.running() }
@@ -268,43 +147,14 @@ func (s *Server) Requests() int64 { return s.requests.Load() }
 
 // Close stops listening, drops every connection (streams end without
 // [DONE]) and waits for all goroutines. It is safe to call twice.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		s.handlers.Wait()
-		s.bg.Wait()
-		return nil
-	}
-	s.closed = true
-	close(s.done)
-	s.listening.Store(false)
-	s.mu.Unlock()
-	err := s.srv.Close()
-	s.handlers.Wait()
-	s.bg.Wait()
-	return err
-}
+func (s *Server) Close() error { return s.run.Close() }
 
-// ServeHTTP routes one request (vLLM's FastAPI app).
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		panic(http.ErrAbortHandler)
-	}
-	s.handlers.Add(1)
-	s.mu.Unlock()
-	defer s.handlers.Done()
-	defer func() {
-		if v := recover(); v != nil {
-			if v == http.ErrAbortHandler { //nolint:errorlint // sentinel panic value
-				panic(v)
-			}
-			s.log.Error("BUG: fake vllm handler panicked", zap.Any("panic", v), zap.String("path", r.URL.Path))
-			panic(http.ErrAbortHandler)
-		}
-	}()
+// ServeHTTP serves one request as the started server does: routed, counted
+// for Close, a panic dropping the connection.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.run.ServeHTTP(w, r) }
+
+// route routes one request (vLLM's FastAPI app).
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Server", "uvicorn")
 	path := r.URL.Path
 	switch path {

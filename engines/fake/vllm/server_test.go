@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/engines/fake/internal/faketest"
 )
 
 // ENGINES.md §2, verbatim: the Apr-2026 completion capture, the chat
@@ -303,7 +304,7 @@ func TestFaults(t *testing.T) {
 	if !errors.Is(err, io.ErrUnexpectedEOF) || strings.Count(string(b), "data: ") != 3 || strings.Contains(string(b), "[DONE]") {
 		t.Fatalf("midstream-disconnect: %v %q", err, b)
 	}
-	eventually(t, "the slot to free", func() bool { return s.InFlight() == 0 })
+	faketest.WaitFor(t, "the slot to free", func() bool { return s.InFlight() == 0 })
 
 	// malformed: 2 chunks, a frame that is not JSON, [DONE].
 	s, c = start(t, fake.Options{Fail: fake.FailMalformed})
@@ -331,7 +332,7 @@ func TestFaults(t *testing.T) {
 	}
 	cancel()
 	resp.Body.Close()
-	eventually(t, "the stalled slot to free", func() bool { return s.InFlight() == 0 })
+	faketest.WaitFor(t, "the stalled slot to free", func() bool { return s.InFlight() == 0 })
 }
 
 func validJSON(s string) bool {
@@ -351,7 +352,7 @@ func TestSlots(t *testing.T) {
 	var got [4]chan struct{}
 	for i := range 4 {
 		if i > 0 {
-			eventually(t, "the queue to grow", func() bool { return s.Deferred() == i-1 && s.InFlight() == 1 })
+			faketest.WaitFor(t, "the queue to grow", func() bool { return s.Deferred() == i-1 && s.InFlight() == 1 })
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		cancels[i], got[i] = cancel, make(chan struct{})
@@ -380,7 +381,7 @@ func TestSlots(t *testing.T) {
 		}
 		wg.Wait()
 	}()
-	eventually(t, "three waiting", func() bool { return s.Deferred() == 3 })
+	faketest.WaitFor(t, "three waiting", func() bool { return s.Deferred() == 3 })
 	m := metricsText(t, c, s.URL())
 	for _, want := range []string{
 		`vllm:num_requests_running{engine="0",model_name="Qwen/Qwen2.5-1.5B-Instruct"} 1.0`,
@@ -392,11 +393,11 @@ func TestSlots(t *testing.T) {
 	}
 	// The second in line leaves while waiting; the first runs next.
 	cancels[2]()
-	eventually(t, "the leaver to go", func() bool { return s.Deferred() == 2 })
+	faketest.WaitFor(t, "the leaver to go", func() bool { return s.Deferred() == 2 })
 	cancels[0]()
 	select {
 	case <-got[1]:
-	case <-time.After(waitTimeout):
+	case <-time.After(faketest.WaitTimeout):
 		t.Fatal("the first in line did not get the slot")
 	}
 	if s.InFlight() != 1 || s.Deferred() != 1 {
@@ -410,7 +411,7 @@ func TestSlots(t *testing.T) {
 	cancels[1]()
 	<-got[3]
 	cancels[3]()
-	eventually(t, "idle", func() bool { return s.InFlight() == 0 && s.Deferred() == 0 })
+	faketest.WaitFor(t, "idle", func() bool { return s.InFlight() == 0 && s.Deferred() == 0 })
 }
 
 func metricsText(t *testing.T, c *http.Client, url string) string {
@@ -429,7 +430,7 @@ func TestLoad(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", s.Addr(), time.Second); err == nil {
 		t.Fatal("connected while loading")
 	}
-	eventually(t, "loaded", s.Listening)
+	faketest.WaitFor(t, "loaded", s.Listening)
 	resp := get(t, c, s.URL()+"/health")
 	if b := readAll(t, resp); resp.StatusCode != 200 || len(b) != 0 {
 		t.Fatalf("health %d %q", resp.StatusCode, b)

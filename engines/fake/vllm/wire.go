@@ -4,7 +4,8 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"unicode/utf16"
+
+	"github.com/llama-orch/llama-orch/engines/fake/internal/wire"
 )
 
 // vLLM's bodies as its Python serializers print them: pydantic's and
@@ -12,72 +13,19 @@ import (
 // (", " and ": " separators, non-ASCII as \uXXXX), prometheus_client's text
 // format (floats in Python repr).
 
+// hexDigits spell the random-looking ids (appendHexID).
 const hexDigits = "0123456789abcdef"
 
 // appendPyString appends s as a compact-JSON string: `"`, `\` and control
 // characters escaped (\b \f \n \r \t, others \u00xx), the rest raw. s must be
 // valid UTF-8 (a Python str always is).
 func appendPyString[S ~string | ~[]byte](b []byte, s S) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		b = append(b, s[start:i]...)
-		b = appendEscape(b, c)
-		start = i + 1
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
-func appendEscape(b []byte, c byte) []byte {
-	switch c {
-	case '"':
-		return append(b, '\\', '"')
-	case '\\':
-		return append(b, '\\', '\\')
-	case '\b':
-		return append(b, '\\', 'b')
-	case '\f':
-		return append(b, '\\', 'f')
-	case '\n':
-		return append(b, '\\', 'n')
-	case '\r':
-		return append(b, '\\', 'r')
-	case '\t':
-		return append(b, '\\', 't')
-	}
-	return append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+	return wire.AppendString(b, s, wire.Pydantic)
 }
 
 // appendDumpsString appends s as Python's json.dumps (ensure_ascii) prints
 // it: every non-ASCII character as \uXXXX, astral ones as surrogate pairs.
-func appendDumpsString(b []byte, s string) []byte {
-	b = append(b, '"')
-	for _, r := range s {
-		switch {
-		case r < 0x80:
-			if c := byte(r); c >= 0x20 && c != '"' && c != '\\' && c != 0x7F {
-				b = append(b, c)
-			} else {
-				b = appendEscape(b, c)
-			}
-		case r > 0xFFFF:
-			r1, r2 := utf16.EncodeRune(r)
-			b = appendU4(appendU4(b, r1), r2)
-		default:
-			b = appendU4(b, r)
-		}
-	}
-	return append(b, '"')
-}
-
-func appendU4(b []byte, r rune) []byte {
-	return append(b, '\\', 'u', hexDigits[r>>12&0xF], hexDigits[r>>8&0xF], hexDigits[r>>4&0xF], hexDigits[r&0xF])
-}
+func appendDumpsString(b []byte, s string) []byte { return wire.AppendASCIIString(b, s) }
 
 // appendPyFloat appends v as Python's repr(float) does: "1.0", "0.25",
 // "1e-05", "1.7e+16".
@@ -90,18 +38,7 @@ func appendPyFloat(b []byte, v float64) []byte {
 	case math.IsInf(v, -1):
 		return append(b, "-inf"...)
 	}
-	a := math.Abs(v)
-	if a != 0 && (a >= 1e16 || a < 1e-4) {
-		return strconv.AppendFloat(b, v, 'e', -1, 64)
-	}
-	n := len(b)
-	b = strconv.AppendFloat(b, v, 'f', -1, 64)
-	for _, c := range b[n:] {
-		if c == '.' {
-			return b
-		}
-	}
-	return append(b, ".0"...)
+	return wire.AppendDouble(b, v, 1e16)
 }
 
 // errorBody is vLLM's ErrorResponse (v0.10+, compact):
@@ -203,17 +140,7 @@ func (s *Server) metrics() []byte {
 	labels := append([]byte(`{engine="0",model_name=`), appendPyString(nil, s.o.Model)...)
 	labels = append(labels, '}')
 	b := make([]byte, 0, 2048)
-	head := func(d metricDef) {
-		b = append(b, "# HELP "...)
-		b = append(b, d.name...)
-		b = append(b, ' ')
-		b = append(b, d.help...)
-		b = append(b, "\n# TYPE "...)
-		b = append(b, d.name...)
-		b = append(b, ' ')
-		b = append(b, d.typ...)
-		b = append(b, '\n')
-	}
+	head := func(d metricDef) { b = wire.AppendMetricHead(b, d.name, d.help, d.typ) }
 	sample := func(name string, lbl []byte, v float64) {
 		b = append(b, name...)
 		b = append(b, lbl...)

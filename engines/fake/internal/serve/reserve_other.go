@@ -1,6 +1,6 @@
 //go:build !unix
 
-package tgi
+package serve
 
 import "net"
 
@@ -12,7 +12,7 @@ type reservation interface {
 
 // portReservation remembers the port only: without Unix sockets there is no
 // portable bind-without-listen, so the port is released during the load
-// (connections are refused, as with TGI) and taken again afterwards.
+// (connections are refused) and taken again afterwards.
 type portReservation struct{ addr string }
 
 func reserve(addr string) (reservation, string, error) {
