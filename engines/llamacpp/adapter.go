@@ -3,7 +3,7 @@
 // frames into canonical token callbacks, probes /health and /props, and
 // erases slots.
 //
-// It speaks HTTP/1.1 through its own small streaming client (client.go)
+// It speaks HTTP/1.1 through the engines' own small streaming client (httpc)
 // rather than fasthttp's, because a relay must abort a request at any moment
 // (the engine frees the slot when the connection closes) and must know when
 // nothing more is buffered, to coalesce its writes (PERFORMANCE.md).
@@ -13,9 +13,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"strconv"
@@ -140,24 +138,12 @@ func (a *Adapter) Stream(ctx context.Context, req *engines.Request, sink engines
 	defer a.putState(st)
 	st.jbody = appendCompletionBody(st.jbody[:0], req)
 	st.req = a.hc.AppendRequest(st.req[:0], "POST", "/completion", st.jbody, true)
-	if err := a.hc.Start(ctx, st.req, a.headerTimeout, &st.x); err != nil {
+	errBody, ok, err := a.hc.StartStream(ctx, st.req, a.headerTimeout, &st.x, &st.jbody, maxErrorBody)
+	if err != nil {
 		return engines.Result{Slot: -1}, err
 	}
-	if st.x.Status/100 != 2 {
-		data, rerr := st.x.ReadAll(st.jbody[:0], maxErrorBody)
-		st.jbody = data[:0]
-		status := st.x.Status
-		a.hc.Release(&st.x, rerr == nil)
-		if ctx.Err() != nil {
-			return engines.Result{Slot: -1}, ctx.Err()
-		}
-		return engines.Result{Slot: -1}, statusError(status, data, &st.fr)
-	}
-	if st.x.HasContentType && !st.x.EventStream {
-		status := st.x.Status
-		a.hc.Release(&st.x, false)
-		return engines.Result{Slot: -1}, &engines.Error{Kind: engines.KindProtocol, Status: status,
-			Message: "engine answered the stream request without text/event-stream"}
+	if !ok {
+		return engines.Result{Slot: -1}, statusError(st.x.Status, errBody, &st.fr)
 	}
 	res, reusable, err := st.run(ctx, sink)
 	a.hc.Release(&st.x, reusable)
@@ -172,13 +158,7 @@ func (st *streamState) run(ctx context.Context, sink engines.Sink) (engines.Resu
 	tokens := 0
 	for {
 		if err := st.rd.Next(&st.ev); err != nil {
-			switch {
-			case errors.Is(err, sse.ErrFrameTooLarge):
-				return st.fail(ctx, tokens, engines.KindProtocol, "engine event exceeds the size limit", err)
-			case httpc.IsProtocolError(err):
-				return st.fail(ctx, tokens, engines.KindProtocol, "malformed chunked body from the engine", err)
-			}
-			return st.fail(ctx, tokens, engines.KindUpstream, "stream ended before the engine's final frame", err)
+			return engines.Result{Slot: -1}, false, httpc.ReadError(ctx, err, tokens > 0, "stream ended before the engine's final frame")
 		}
 		if err := ctx.Err(); err != nil {
 			// Canceled with frames still buffered: deliver none of them, so
@@ -210,7 +190,7 @@ func (st *streamState) run(ctx context.Context, sink engines.Sink) (engines.Resu
 			st.carry.Finish(sink)
 			res := result(&st.fr)
 			st.src.Final = true
-			return res, st.drain(), nil
+			return res, st.x.DrainEvents(st.rd, &st.ev, drainTimeout), nil
 		}
 	}
 }
@@ -218,24 +198,7 @@ func (st *streamState) run(ctx context.Context, sink engines.Sink) (engines.Resu
 // fail builds the error that ends a stream: ctx.Err() when ctx ended (the
 // read error is then the cancel hook closing the connection).
 func (st *streamState) fail(ctx context.Context, tokens int, kind engines.ErrorKind, msg string, err error) (engines.Result, bool, error) {
-	if ctx.Err() != nil {
-		return engines.Result{Slot: -1}, false, ctx.Err()
-	}
-	return engines.Result{Slot: -1}, false, &engines.Error{Kind: kind, Message: msg, AfterFirstToken: tokens > 0, Err: err}
-}
-
-// drain reads the rest of the body after the final frame and reports whether
-// it ended cleanly with nothing else in it (the connection is reusable).
-func (st *streamState) drain() bool {
-	var err error
-	if st.x.Body.Finished() {
-		err = st.rd.Next(&st.ev) // cannot block: the body is fully read
-	} else {
-		st.x.SetReadDeadline(time.Now().Add(drainTimeout))
-		err = st.rd.Next(&st.ev)
-		st.x.SetReadDeadline(time.Time{})
-	}
-	return err == io.EOF && st.x.Body.Finished()
+	return engines.Result{Slot: -1}, false, httpc.StreamError(ctx, tokens > 0, kind, msg, err)
 }
 
 func result(f *frame) engines.Result {
@@ -279,27 +242,9 @@ func statusError(status int, data []byte, f *frame) *engines.Error {
 	if f.scan(data) == nil && f.hasError {
 		msg, typ = string(f.errMessage), string(f.errType)
 	}
-	if msg == "" {
-		msg = text.Excerpt(bytes.TrimSpace(data))
-	}
-	if msg == "" {
-		msg = "HTTP " + strconv.Itoa(status)
-	}
-	e := &engines.Error{Status: status, Message: msg}
-	switch {
-	case status == 503:
-		e.Kind = engines.KindUnavailable
-	case status == 429:
-		e.Kind = engines.KindOverloaded
-	case status == 400 && typ == "exceed_context_size_error":
+	e := httpc.StatusError(status, msg, data)
+	if status == 400 && typ == "exceed_context_size_error" {
 		e.Kind = engines.KindContextLength
-	case status >= 400 && status < 500:
-		e.Kind = engines.KindInvalidRequest
-	case status >= 500:
-		e.Kind = engines.KindUpstream
-	default:
-		e.Kind = engines.KindProtocol
-		e.Message = "unexpected HTTP status " + strconv.Itoa(status) + ": " + msg
 	}
 	return e
 }

@@ -2,11 +2,10 @@ package llamacpp
 
 import (
 	"context"
-	"fmt"
-	"runtime"
 	"testing"
 
 	"github.com/llama-orch/llama-orch/engines"
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
 	"github.com/llama-orch/llama-orch/sse"
 )
 
@@ -31,133 +30,45 @@ var benchVocab = []string{" the", " model", " of", " gateway", ",", " stream", "
 // chunk each) and the final frame, as segments: either the whole response
 // at once (burst) or one segment per chunk (paced: a read per frame).
 func benchStream(n int, paced bool) (segs [][]byte, size int) {
-	var parts [][]byte
+	var parts []string
 	for i := range n {
-		parts = append(parts, []byte(tokenEvent(benchVocab[i%len(benchVocab)], i+1)))
+		parts = append(parts, tokenEvent(benchVocab[i%len(benchVocab)], i+1))
 	}
-	parts = append(parts, []byte(finalEvent(n, "limit")))
-	all := append([]byte(streamHeader), chunked(parts...)...)
-	if !paced {
-		return [][]byte{all}, len(all)
-	}
-	segs = append(segs, []byte(streamHeader))
-	for _, p := range parts {
-		segs = append(segs, chunk(p))
-	}
-	return append(segs, []byte("0\r\n\r\n")), len(all)
+	return enginetest.Segments(streamHeader, append(parts, finalEvent(n, "limit")), paced)
 }
 
-// memHarness decodes a whole in-memory response with the adapter's own
-// header parser, de-chunker, SSE reader and scanner, reusing everything.
-type memHarness struct {
-	mc *memConn
-	st *streamState
-}
-
-func newMemHarness(segs [][]byte) *memHarness {
-	mc := &memConn{segs: segs}
-	return &memHarness{mc: mc, st: &streamState{rd: sse.NewReader(nil, 0)}}
-}
-
-func (h *memHarness) run(sink engines.Sink) (engines.Result, error) {
-	h.mc.reset()
-	if err := h.st.x.ReadResponse(h.mc); err != nil {
-		return engines.Result{}, err
-	}
-	res, _, err := h.st.run(context.Background(), sink)
-	return res, err
-}
-
-// countSink counts calls.
-type countSink struct{ tokens, flushes int }
-
-func (s *countSink) Token([]byte) { s.tokens++ }
-func (s *countSink) Flush()       { s.flushes++ }
-
-func BenchmarkStreamDecode(b *testing.B) {
-	const frames = 1000
-	for _, paced := range []bool{false, true} {
-		name := "burst"
-		if paced {
-			name = "paced"
+// decodeSetup decodes benchStream in memory with the adapter's own header
+// parser, de-chunker, SSE reader and scanner, reusing everything.
+func decodeSetup(frames int, paced bool) (int, func(engines.Sink) error) {
+	segs, size := benchStream(frames, paced)
+	mc := &enginetest.MemConn{Segs: segs}
+	st := &streamState{rd: sse.NewReader(nil, 0)}
+	return size, func(sink engines.Sink) error {
+		mc.Reset()
+		if err := st.x.ReadResponse(mc); err != nil {
+			return err
 		}
-		b.Run(name, func(b *testing.B) {
-			segs, size := benchStream(frames, paced)
-			h := newMemHarness(segs)
-			sink := &countSink{}
-			if _, err := h.run(sink); err != nil || sink.tokens != frames {
-				b.Fatalf("%v, %d tokens", err, sink.tokens)
-			}
-			*sink = countSink{}
-			var ms0, ms1 runtime.MemStats
-			runtime.ReadMemStats(&ms0)
-			b.ReportAllocs()
-			b.SetBytes(int64(size))
-			for b.Loop() {
-				if _, err := h.run(sink); err != nil {
-					b.Fatal(err)
-				}
-			}
-			runtime.ReadMemStats(&ms1)
-			tokens := float64(sink.tokens)
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/tokens, "ns/token")
-			b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/tokens, "allocs/token")
-			b.ReportMetric(float64(sink.flushes)/tokens, "flushes/token")
-		})
+		_, _, err := st.run(context.Background(), sink)
+		return err
 	}
 }
+
+func BenchmarkStreamDecode(b *testing.B) { enginetest.BenchStreamDecode(b, decodeSetup) }
 
 // TestStreamDecodeAllocs pins the steady state: decoding a whole stream
 // allocates nothing, whatever its length.
-func TestStreamDecodeAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts differ under the race detector")
-	}
-	for _, paced := range []bool{false, true} {
-		segs, _ := benchStream(1000, paced)
-		h := newMemHarness(segs)
-		sink := &countSink{}
-		if _, err := h.run(sink); err != nil {
-			t.Fatal(err)
-		}
-		if n := testing.AllocsPerRun(20, func() { _, _ = h.run(sink) }); n != 0 {
-			t.Errorf("paced=%v: %v allocations per 1000-token stream, want 0", paced, n)
-		}
-	}
-}
+func TestStreamDecodeAllocs(t *testing.T) { enginetest.CheckStreamDecodeAllocs(t, decodeSetup) }
 
 // BenchmarkStreamLoopback measures a whole Stream call against a loopback
-// replay server (keep-alive): syscalls, the cancel hook and pooling
-// included. The server's own CPU is included too.
+// replay server (keep-alive).
 func BenchmarkStreamLoopback(b *testing.B) {
-	for _, n := range []int{16, 1000} {
-		b.Run(fmt.Sprintf("tokens=%d", n), func(b *testing.B) {
-			segs, size := benchStream(n, false)
-			srv := newServer(b, serveAlways(segs[0]))
-			a, err := New(srv.url(), Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer a.Close()
-			sink := &countSink{}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			var ms0, ms1 runtime.MemStats
-			runtime.ReadMemStats(&ms0)
-			b.ReportAllocs()
-			b.SetBytes(int64(size))
-			for b.Loop() {
-				if _, err := a.Stream(ctx, testReq, sink); err != nil {
-					b.Fatal(err)
-				}
-			}
-			runtime.ReadMemStats(&ms1)
-			tokens := float64(sink.tokens)
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/tokens, "ns/token")
-			b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/tokens, "allocs/token")
-			if accepts := srv.accepts.Load(); accepts != 1 {
-				b.Fatalf("%d connections, want 1 (keep-alive)", accepts)
-			}
-		})
-	}
+	enginetest.BenchStreamLoopback(b, func(b *testing.B, tokens int) (int, func(context.Context, engines.Sink) error, func() int) {
+		segs, size := benchStream(tokens, false)
+		srv := enginetest.NewServer(b, enginetest.ServeAlways(segs[0]))
+		a := newAdapter(b, srv.URL(), Options{})
+		return size, func(ctx context.Context, sink engines.Sink) error {
+			_, err := a.Stream(ctx, testReq, sink)
+			return err
+		}, srv.Accepts
+	})
 }

@@ -8,30 +8,15 @@ import (
 	"unicode/utf8"
 
 	"github.com/llama-orch/llama-orch/engines"
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
 	"github.com/llama-orch/llama-orch/sse"
 )
-
-func splitAt(b []byte, cuts ...int) [][]byte {
-	var segs [][]byte
-	prev := 0
-	for _, c := range cuts {
-		if len(b) == 0 {
-			break
-		}
-		c = c % (len(b) + 1)
-		if c > prev {
-			segs = append(segs, b[prev:c])
-			prev = c
-		}
-	}
-	return append(segs, b[prev:])
-}
 
 // runBody decodes an SSE body delivered in segs as a close-delimited
 // response body.
 func runBody(segs [][]byte, sink engines.Sink) (engines.Result, bool, error) {
 	st := &streamState{rd: sse.NewReader(nil, 0)}
-	st.x.BodyUntilClose(&memConn{segs: segs})
+	st.x.BodyUntilClose(&enginetest.MemConn{Segs: segs})
 	return st.run(context.Background(), sink)
 }
 
@@ -47,8 +32,8 @@ func FuzzStreamDecode(f *testing.F) {
 		f.Add(readFixture(f, "error_midstream_completion.body.sse"), uint16(100))
 	}
 	f.Fuzz(func(t *testing.T, in []byte, cut uint16) {
-		sink := &recSink{}
-		_, _, err := runBody(splitAt(in, int(cut)), sink)
+		sink := &enginetest.RecSink{}
+		_, _, err := runBody(enginetest.SplitAt(in, int(cut)), sink)
 		for _, tok := range sink.Tokens() {
 			if tok == "" || !utf8.ValidString(tok) {
 				t.Fatalf("bad token %q", tok)

@@ -2,16 +2,14 @@ package llamacpp
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
-	"math/bits"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"unicode/utf8"
 
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
+	"github.com/llama-orch/llama-orch/engines/internal/jsonscan"
 	"github.com/llama-orch/llama-orch/engines/internal/text"
 )
 
@@ -135,7 +133,7 @@ func TestScanFrameInvalid(t *testing.T) {
 
 // TestScanFrameDepth checks the nesting limit matches encoding/json's.
 func TestScanFrameDepth(t *testing.T) {
-	for _, depth := range []int{maxDepth, maxDepth + 1} {
+	for _, depth := range []int{jsonscan.MaxDepth, jsonscan.MaxDepth + 1} {
 		in := "{\"a\":" + strings.Repeat("[", depth-1) + strings.Repeat("]", depth-1) + "}"
 		var fr frame
 		got := fr.scan([]byte(in)) == nil
@@ -156,7 +154,7 @@ func TestScanFixtures(t *testing.T) {
 }
 
 func TestScanFrameAllocs(t *testing.T) {
-	if raceEnabled {
+	if enginetest.RaceEnabled {
 		t.Skip("allocation counts differ under the race detector")
 	}
 	data := []byte(`{"index":0,"content":" it\u0027s \"q\"","tokens":[12095],"stop":false,"id_slot":-1,"tokens_predicted":1,"tokens_evaluated":6}`)
@@ -164,41 +162,6 @@ func TestScanFrameAllocs(t *testing.T) {
 	_ = fr.scan(data) // grow the scratch buffer
 	if n := testing.AllocsPerRun(100, func() { _ = fr.scan(data) }); n != 0 {
 		t.Fatalf("scan allocates %v times per frame, want 0", n)
-	}
-}
-
-func TestIncompleteTail(t *testing.T) {
-	f := func(in string, want int) {
-		t.Helper()
-		if got := text.IncompleteTail([]byte(in)); got != want {
-			t.Errorf("text.IncompleteTail(%q) = %d, want %d", in, got, want)
-		}
-	}
-	f("", 0)
-	f("abc", 0)
-	f("é", 0)
-	f("😀", 0)
-	f("a\xF0", 1)         // 4-byte lead alone
-	f("a\xF0\x9F", 2)     // lead + one continuation
-	f("a\xF0\x9F\x98", 3) // lead + two continuations
-	f("\xE2\x82", 2)      // 3-byte char cut
-	f("\xC3", 1)          // 2-byte char cut
-	f("\xF0\x41", 0)      // lead then ASCII: invalid, not incomplete
-	f("\xE0\x80", 0)      // overlong prefix: invalid, not incomplete
-	f("\x9F\x98", 0)      // stray continuations: invalid
-	f("\xFF", 0)          // never valid
-}
-
-func TestAppendValidUTF8(t *testing.T) {
-	for _, in := range []string{"", "abc", "é😀", "a\xFFb", "\xF0\x9F", "\xED\xA0\x80", "\xC0\xAF"} {
-		got := string(text.AppendValid(nil, []byte(in)))
-		var s string
-		if err := json.Unmarshal(append(append([]byte(`"`), in...), '"'), &s); err != nil {
-			t.Fatal(err)
-		}
-		if got != s || !utf8.ValidString(got) {
-			t.Errorf("text.AppendValid(%q) = %q, encoding/json gives %q", in, got, s)
-		}
 	}
 }
 
@@ -290,44 +253,4 @@ func FuzzScanFrame(f *testing.F) {
 func dirExists(dir string) bool {
 	st, err := os.Stat(dir)
 	return err == nil && st.IsDir()
-}
-
-// TestSpecialMask checks the word-at-a-time test against the byte table:
-// the lowest flag must mark the first special byte.
-func TestSpecialMask(t *testing.T) {
-	check := func(w [8]byte) {
-		want := 8
-		for i, c := range w {
-			if !strPlain[c] {
-				want = i
-				break
-			}
-		}
-		got := 8
-		if m := specialMask(binary.LittleEndian.Uint64(w[:])); m != 0 {
-			got = bits.TrailingZeros64(m) >> 3
-		}
-		if got != want {
-			t.Fatalf("specialMask(%q): first special at %d, want %d", w, got, want)
-		}
-	}
-	// Every byte value at every position, amid plain, high and special bytes.
-	for _, fill := range []byte{'a', 0xFF, 0x80, '!', '#', ']', 0, '"', '\\', 0x1F, 0x21} {
-		for pos := range 8 {
-			for c := range 256 {
-				var w [8]byte
-				for i := range w {
-					w[i] = fill
-				}
-				w[pos] = byte(c)
-				check(w)
-			}
-		}
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	for range 200000 {
-		var w [8]byte
-		binary.LittleEndian.PutUint64(w[:], rng.Uint64())
-		check(w)
-	}
 }

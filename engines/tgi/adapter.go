@@ -25,7 +25,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -155,23 +154,12 @@ func (a *Adapter) Stream(ctx context.Context, req *engines.Request, sink engines
 	defer a.putState(st)
 	st.body = appendGenerateBody(st.body[:0], req)
 	st.req = a.c.AppendRequest(st.req[:0], "POST", "/generate_stream", st.body, true)
-	if err := a.c.Start(ctx, st.req, a.headerTimeout, &st.x); err != nil {
+	errBody, ok, err := a.c.StartStream(ctx, st.req, a.headerTimeout, &st.x, &st.body, maxErrorBody)
+	if err != nil {
 		return engines.Result{Slot: -1}, err
 	}
-	if status := st.x.Status; status/100 != 2 {
-		data, rerr := st.x.ReadAll(st.body[:0], maxErrorBody)
-		st.body = data[:0]
-		a.c.Release(&st.x, rerr == nil)
-		if ctx.Err() != nil {
-			return engines.Result{Slot: -1}, ctx.Err()
-		}
-		return engines.Result{Slot: -1}, statusError(status, data, &st.p)
-	}
-	if st.x.HasContentType && !st.x.EventStream {
-		status := st.x.Status
-		a.c.Release(&st.x, false)
-		return engines.Result{Slot: -1}, &engines.Error{Kind: engines.KindProtocol, Status: status,
-			Message: "engine answered the stream request without text/event-stream"}
+	if !ok {
+		return engines.Result{Slot: -1}, statusError(st.x.Status, errBody, &st.p)
 	}
 	res, reusable, err := st.run(ctx, req, sink)
 	a.c.Release(&st.x, reusable)
@@ -187,13 +175,7 @@ func (st *streamState) run(ctx context.Context, req *engines.Request, sink engin
 	index := 0  // the engine's token count so far
 	for {
 		if err := st.rd.Next(&st.ev); err != nil {
-			switch {
-			case errors.Is(err, sse.ErrFrameTooLarge):
-				return st.fail(ctx, tokens, engines.KindProtocol, "engine event exceeds the size limit", err)
-			case httpc.IsProtocolError(err):
-				return st.fail(ctx, tokens, engines.KindProtocol, "malformed chunked body from the engine", err)
-			}
-			return st.fail(ctx, tokens, engines.KindUpstream, "stream ended before the final frame", err)
+			return engines.Result{Slot: -1}, false, httpc.ReadError(ctx, err, tokens > 0, "stream ended before the final frame")
 		}
 		if err := ctx.Err(); err != nil {
 			// Canceled with frames still buffered: deliver none of them, so
@@ -235,10 +217,7 @@ func (st *streamState) run(ctx context.Context, req *engines.Request, sink engin
 // fail builds the error that ends a stream: ctx.Err() when ctx ended (the
 // read error is then the cancel hook closing the connection).
 func (st *streamState) fail(ctx context.Context, tokens int, kind engines.ErrorKind, msg string, err error) (engines.Result, bool, error) {
-	if ctx.Err() != nil {
-		return engines.Result{Slot: -1}, false, ctx.Err()
-	}
-	return engines.Result{Slot: -1}, false, &engines.Error{Kind: kind, Message: msg, AfterFirstToken: tokens > 0, Err: err}
+	return engines.Result{Slot: -1}, false, httpc.StreamError(ctx, tokens > 0, kind, msg, err)
 }
 
 // result maps the final frame: details.generated_tokens (else the index),
@@ -332,31 +311,13 @@ func statusError(status int, data []byte, p *fastjson.Parser) *engines.Error {
 	if f.decode(p, data) == nil && f.hasError {
 		msg, typ = text.Excerpt(f.errMsg), string(f.errType)
 	}
-	if msg == "" {
-		msg = text.Excerpt(bytes.TrimSpace(data))
-	}
-	if msg == "" {
-		msg = "HTTP " + strconv.Itoa(status)
-	}
-	e := &engines.Error{Status: status, Message: msg}
+	msg = httpc.ErrorMessage(status, msg, data)
 	if kind, ok := errorKind(typ, msg); ok {
-		e.Kind = kind
-		return e
+		return &engines.Error{Kind: kind, Status: status, Message: msg}
 	}
-	switch {
-	case status == 503:
-		e.Kind = engines.KindUnavailable
-	case status == 429:
-		e.Kind = engines.KindOverloaded
-	case status == 422 && contextLength(msg):
+	e := httpc.StatusError(status, msg, data)
+	if status == 422 && contextLength(msg) {
 		e.Kind = engines.KindContextLength
-	case status >= 400 && status < 500:
-		e.Kind = engines.KindInvalidRequest
-	case status >= 500:
-		e.Kind = engines.KindUpstream
-	default:
-		e.Kind = engines.KindProtocol
-		e.Message = "unexpected HTTP status " + strconv.Itoa(status) + ": " + msg
 	}
 	return e
 }

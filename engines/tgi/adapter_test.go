@@ -5,13 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/llama-orch/llama-orch/engines"
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
 )
 
 // The ENGINES.md §3 frames (TGI v3.3.7 serializer), byte for byte.
@@ -63,22 +62,9 @@ func TestNew(t *testing.T) {
 	}
 }
 
-func checkStream(t *testing.T, name string, sink *recSink, res engines.Result, err error, wantToks []string, wantRes engines.Result) {
-	t.Helper()
-	if err != nil {
-		t.Fatalf("%s: Stream: %v", name, err)
-	}
-	if got := sink.Tokens(); !reflect.DeepEqual(got, wantToks) {
-		t.Fatalf("%s: tokens\n got %q\nwant %q", name, got, wantToks)
-	}
-	if res != wantRes {
-		t.Fatalf("%s: result %+v, want %+v", name, res, wantRes)
-	}
-}
-
 // TestStreamFrames replays documented and derived frame sequences.
 func TestStreamFrames(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	paris := []string{" Paris", ".", " The", " capital"}
 	length4 := engines.Result{TokensOut: 4, TokensIn: 5, FinishReason: "length", Slot: -1}
 	for _, tc := range []struct {
@@ -123,26 +109,26 @@ func TestStreamFrames(t *testing.T) {
 		{"invalid bytes", []string{tok(1, "a\xffb", false), final(2, "c\xe6", false, "", "length", 2, 1)}, testReq,
 			[]string{"a\uFFFDb", "c", "\uFFFD"}, engines.Result{TokensOut: 2, TokensIn: 1, FinishReason: "length", Slot: -1}},
 	} {
-		srv := newServer(t, serveAlways(sseResponse(tc.evs...)))
-		a := newAdapter(t, srv.url(), Options{})
-		sink := &recSink{}
+		srv := enginetest.NewServer(t, enginetest.ServeAlways(sseResponse(tc.evs...)))
+		a := newAdapter(t, srv.URL(), Options{})
+		sink := &enginetest.RecSink{}
 		res, err := a.Stream(context.Background(), tc.req, sink)
-		checkStream(t, tc.name, sink, res, err, tc.toks, tc.res)
-		srv.close()
+		enginetest.CheckStream(t, tc.name, sink, res, err, tc.toks, tc.res)
+		srv.Close()
 	}
 }
 
 // TestStreamRequest checks what goes on the wire.
 func TestStreamRequest(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	type got struct {
 		line, host, ctype, accept string
 		body                      []byte
 	}
 	ch := make(chan got, 4)
-	srv := newServer(t, func(c *srvConn) {
+	srv := enginetest.NewServer(t, func(c *enginetest.Conn) {
 		for {
-			req, body, err := c.readRequest()
+			req, body, err := c.ReadRequest()
 			if err != nil {
 				return
 			}
@@ -150,7 +136,7 @@ func TestStreamRequest(t *testing.T) {
 			_, _ = c.Write(sseResponse(final(1, "x", false, "x", "length", 1, 1)))
 		}
 	})
-	a := newAdapter(t, srv.url()+"/tgi/", Options{})
+	a := newAdapter(t, srv.URL()+"/tgi/", Options{})
 	prompt := "quote\" back\\ nl\n tab\t ctrl\x01 é 😀 </script>"
 	for _, tc := range []struct {
 		req    *engines.Request
@@ -166,11 +152,11 @@ func TestStreamRequest(t *testing.T) {
 		{&engines.Request{Prompt: "p", Seed: 0},
 			map[string]any{"do_sample": false, "seed": json.Number("0"), "details": true}},
 	} {
-		if _, err := a.Stream(context.Background(), tc.req, &recSink{}); err != nil {
+		if _, err := a.Stream(context.Background(), tc.req, &enginetest.RecSink{}); err != nil {
 			t.Fatal(err)
 		}
 		g := <-ch
-		if g.line != "POST /tgi/generate_stream HTTP/1.1" || g.host != srv.ln.Addr().String() || g.ctype != "application/json" || g.accept != "text/event-stream" {
+		if g.line != "POST /tgi/generate_stream HTTP/1.1" || g.host != srv.Addr() || g.ctype != "application/json" || g.accept != "text/event-stream" {
 			t.Fatalf("request head: %+v", g)
 		}
 		var body map[string]any
@@ -184,13 +170,13 @@ func TestStreamRequest(t *testing.T) {
 			t.Fatalf("request body\n got %v\nwant %v", body, want)
 		}
 	}
-	if n := srv.accepts.Load(); n != 1 {
+	if n := srv.Accepts(); n != 1 {
 		t.Fatalf("%d connections, want 1 (keep-alive)", n)
 	}
 }
 
 func TestStreamErrors(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	t1, t2 := tok(1, " a", false), tok(2, " b", false)
 	for _, tc := range []struct {
 		name      string
@@ -218,7 +204,7 @@ func TestStreamErrors(t *testing.T) {
 		// A clean end without the final frame.
 		{"no final frame", sseResponse(t1, t2), engines.KindUpstream, 0, "stream ended before the final frame", 2, false},
 		// The connection closes inside the chunked body.
-		{"cut", append([]byte(streamHead), append(chunk(t1), chunk(t2)...)...), engines.KindUpstream, 0, "stream ended before the final frame", 2, false},
+		{"cut", append([]byte(streamHead), append(enginetest.Chunk(t1), enginetest.Chunk(t2)...)...), engines.KindUpstream, 0, "stream ended before the final frame", 2, false},
 		// Cut before any token: retriable elsewhere.
 		{"cut before tokens", []byte(streamHead), engines.KindUpstream, 0, "stream ended before the final frame", 0, true},
 		// Cut inside an event.
@@ -245,9 +231,9 @@ func TestStreamErrors(t *testing.T) {
 		// Broken chunk framing.
 		{"bad chunk", append([]byte(streamHead), "zz\r\ndata: x\r\n"...), engines.KindProtocol, 0, "chunked", 0, true},
 	} {
-		srv := newServer(t, serveOnce(tc.resp))
-		a := newAdapter(t, srv.url(), Options{})
-		sink := &recSink{}
+		srv := enginetest.NewServer(t, enginetest.ServeOnce(tc.resp))
+		a := newAdapter(t, srv.URL(), Options{})
+		sink := &enginetest.RecSink{}
 		_, err := a.Stream(context.Background(), testReq, sink)
 		e, ok := engines.AsError(err)
 		if !ok {
@@ -258,44 +244,44 @@ func TestStreamErrors(t *testing.T) {
 			t.Fatalf("%s: got %v (kind %v, status %d, after %v, %d tokens, retriable %v), want kind %v status %d msg %q, %d tokens, retriable %v",
 				tc.name, e, e.Kind, e.Status, e.AfterFirstToken, len(sink.Tokens()), e.Retriable(), tc.kind, tc.status, tc.msg, tc.tokens, tc.retriable)
 		}
-		srv.close()
+		srv.Close()
 	}
 }
 
 // TestStreamReuse: the connection is pooled after a final or error frame
 // that ends the body cleanly, and not after a cut.
 func TestStreamReuse(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	for _, tc := range []struct {
 		name    string
 		resp    []byte
-		accepts int32
+		accepts int
 	}{
 		{"final frame", sseResponse(docFrames...), 1},
 		{"error frame", sseResponse(docOverloaded), 1},
 		{"extra bytes after the body", append(sseResponse(docFrames...), "junk"...), 2},
 		{"connection close", bytes.Replace(sseResponse(docFrames...), []byte("date:"), []byte("connection: close\r\ndate:"), 1), 2},
 	} {
-		srv := newServer(t, serveAlways(tc.resp))
-		a := newAdapter(t, srv.url(), Options{})
+		srv := enginetest.NewServer(t, enginetest.ServeAlways(tc.resp))
+		a := newAdapter(t, srv.URL(), Options{})
 		for range 2 {
-			_, _ = a.Stream(context.Background(), testReq, &recSink{})
+			_, _ = a.Stream(context.Background(), testReq, &enginetest.RecSink{})
 		}
-		if got := srv.accepts.Load(); got != tc.accepts {
+		if got := srv.Accepts(); got != tc.accepts {
 			t.Fatalf("%s: %d connections, want %d", tc.name, got, tc.accepts)
 		}
-		srv.close()
+		srv.Close()
 	}
 }
 
 // TestStreamFlushPerBatch checks that Flush comes once per burst of frames
 // that arrived together, before waiting for more, and not after the end.
 func TestStreamFlushPerBatch(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	c := func(evs ...string) []byte {
 		var b []byte
 		for _, e := range evs {
-			b = append(b, chunk(e)...)
+			b = append(b, enginetest.Chunk(e)...)
 		}
 		return b
 	}
@@ -307,18 +293,18 @@ func TestStreamFlushPerBatch(t *testing.T) {
 	}{
 		// Three frames together, one alone, two together, then the final frame.
 		{"batches", [][]byte{[]byte(streamHead), c(tok(1, "a", false), tok(2, "b", false), tok(3, "c", false)), c(tok(4, "d", false)),
-			c(tok(5, "e", false), tok(6, "f", false)), append(c(fin), lastChunk...)}, "TTTFTFTTFT"},
+			c(tok(5, "e", false), tok(6, "f", false)), append(c(fin), enginetest.LastChunk...)}, "TTTFTFTTFT"},
 		// Everything in one write.
-		{"one write", [][]byte{append([]byte(streamHead), append(c(tok(1, "a", false), fin), lastChunk...)...)}, "TT"},
+		{"one write", [][]byte{append([]byte(streamHead), append(c(tok(1, "a", false), fin), enginetest.LastChunk...)...)}, "TT"},
 		// Partial-character and keep-alive frames deliver nothing and need no flush.
-		{"empty frames", [][]byte{[]byte(streamHead), c(tok(1, "", false)), c(":\n\n"), c(tok(2, "b", false)), c(tok(3, "", false)), append(c(fin), lastChunk...)}, "TFT"},
+		{"empty frames", [][]byte{[]byte(streamHead), c(tok(1, "", false)), c(":\n\n"), c(tok(2, "b", false)), c(tok(3, "", false)), append(c(fin), enginetest.LastChunk...)}, "TFT"},
 	} {
-		a := newPipeAdapter(t, writeParts(tc.parts...))
-		sink := &recSink{}
+		a := newPipeAdapter(t, enginetest.WriteParts(tc.parts...))
+		sink := &enginetest.RecSink{}
 		if _, err := a.Stream(context.Background(), testReq, sink); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		if got := sink.log.String(); got != tc.log {
+		if got := sink.Log(); got != tc.log {
 			t.Errorf("%s: sink saw %q, want %q (T token, F flush)", tc.name, got, tc.log)
 		}
 	}
@@ -327,111 +313,36 @@ func TestStreamFlushPerBatch(t *testing.T) {
 // TestStreamCancel aborts before the header and mid-body: Stream returns
 // context.Canceled at once and the engine sees the connection close.
 func TestStreamCancel(t *testing.T) {
-	leakCheck(t)
-	for _, tc := range []struct {
-		name   string
-		write  []byte
-		tokens int
-	}{
-		{"waiting for header", nil, 0},
-		{"mid body", append([]byte(streamHead), append(chunk(tok(1, "a", false)), chunk(tok(2, "b", false))...)...), 2},
-	} {
-		gotReq, closed := make(chan struct{}), make(chan struct{})
-		srv := newServer(t, func(c *srvConn) {
-			if _, _, err := c.readRequest(); err != nil {
-				return
-			}
-			_, _ = c.Write(tc.write)
-			close(gotReq)
-			c.waitClosed()
-			close(closed)
-		})
-		a := newAdapter(t, srv.url(), Options{})
-		ctx, cancel := context.WithCancel(context.Background())
-		ready := make(chan struct{})
-		sink := &recSink{onToken: func(n int) {
-			if n == tc.tokens {
-				close(ready)
-			}
-		}}
-		if tc.tokens == 0 {
-			close(ready)
-		}
-		done := make(chan error, 1)
-		go func() {
-			_, err := a.Stream(ctx, testReq, sink)
-			done <- err
-		}()
-		wait(t, gotReq, "the request")
-		wait(t, ready, "the tokens")
-		cancel()
-		select {
-		case err := <-done:
-			if !errors.Is(err, context.Canceled) {
-				t.Fatalf("%s: err %v, want context.Canceled", tc.name, err)
-			}
-		case <-time.After(waitTimeout):
-			t.Fatalf("%s: Stream did not return after cancel", tc.name)
-		}
-		wait(t, closed, "the engine to see the connection close")
-		srv.close()
-	}
+	enginetest.LeakCheck(t)
+	enginetest.CheckCancel(t, []enginetest.CancelPoint{
+		{Name: "waiting for header"},
+		{Name: "mid body", Write: append([]byte(streamHead), append(enginetest.Chunk(tok(1, "a", false)), enginetest.Chunk(tok(2, "b", false))...)...), Tokens: 2},
+	}, func(url string) enginetest.StreamFunc { return stream(newAdapter(t, url, Options{})) })
 }
 
 // TestStreamNoTokenAfterCancel: frames already buffered when ctx is
 // canceled are not delivered.
 func TestStreamNoTokenAfterCancel(t *testing.T) {
-	leakCheck(t)
-	a := newPipeAdapter(t, writeParts(sseResponse(tok(1, "a", false), tok(2, "b", false), tok(3, "c", false), final(4, "d", false, "abcd", "length", 4, 1))))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sink := &recSink{onToken: func(int) { cancel() }}
-	if _, err := a.Stream(ctx, testReq, sink); !errors.Is(err, context.Canceled) {
-		t.Fatalf("err %v, want context.Canceled", err)
-	}
-	if n := len(sink.Tokens()); n != 1 {
-		t.Fatalf("%d tokens delivered, want 1 (none after the cancel)", n)
-	}
-	pre, cancel2 := context.WithCancel(context.Background())
-	cancel2()
-	if _, err := a.Stream(pre, testReq, sink); !errors.Is(err, context.Canceled) {
+	enginetest.LeakCheck(t)
+	a := newPipeAdapter(t, enginetest.WriteParts(sseResponse(tok(1, "a", false), tok(2, "b", false), tok(3, "c", false), final(4, "d", false, "abcd", "length", 4, 1))))
+	enginetest.CheckNoTokenAfterCancel(t, stream(a))
+	pre, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := a.Stream(pre, testReq, &enginetest.RecSink{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled before start: %v", err)
 	}
 }
 
 func TestHealth(t *testing.T) {
-	leakCheck(t)
-	for _, tc := range []struct {
-		name string
-		resp []byte
-		ok   bool
-		msg  string
-	}{
-		{"ready", []byte("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"), true, ""},                                                                    // 200, empty body
-		{"unhealthy", httpResp("503 Service Unavailable", "application/json", `{"error":"unhealthy","error_type":"healthcheck"}`), false, "unhealthy"}, // a shard failed
-		{"500", []byte("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"), false, "HTTP 500"},                                          // anything else
-	} {
-		srv := newServer(t, serveAlways(tc.resp))
-		a := newAdapter(t, srv.url(), Options{})
-		err := a.Health(context.Background())
-		if tc.ok {
-			if err != nil {
-				t.Fatalf("%s: %v", tc.name, err)
-			}
-		} else if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindUnavailable || !strings.Contains(e.Message, tc.msg) {
-			t.Fatalf("%s: err %v, want KindUnavailable %q", tc.name, err, tc.msg)
-		}
-		srv.close()
-	}
-	// Nothing listening: TGI while it loads.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	url := "http://" + ln.Addr().String()
-	ln.Close()
-	a := newAdapter(t, url, Options{})
-	if e, ok := engines.AsError(a.Health(context.Background())); !ok || e.Kind != engines.KindUnavailable {
-		t.Fatalf("refused: %v", e)
-	}
-	if _, err := a.Stream(context.Background(), testReq, &recSink{}); err == nil {
+	enginetest.LeakCheck(t)
+	enginetest.CheckHealth(t, []enginetest.HealthCase{
+		{Name: "ready", Resp: []byte("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"), OK: true},                                                                  // 200, empty body
+		{Name: "unhealthy", Resp: httpResp("503 Service Unavailable", "application/json", `{"error":"unhealthy","error_type":"healthcheck"}`), Msg: "unhealthy"}, // a shard failed
+		{Name: "500", Resp: []byte("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"), Msg: "HTTP 500"},                                          // anything else
+	}, func(url string) func(context.Context) error { return newAdapter(t, url, Options{}).Health })
+	// Nothing listening (TGI while it loads): a retriable stream error too.
+	a := newAdapter(t, enginetest.RefusedURL(t), Options{})
+	if _, err := a.Stream(context.Background(), testReq, &enginetest.RecSink{}); err == nil {
 		t.Fatal("stream to a refused port succeeded")
 	} else if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindUnavailable || !e.Retriable() {
 		t.Fatalf("stream refused: %v", err)
@@ -439,7 +350,7 @@ func TestHealth(t *testing.T) {
 }
 
 func TestProps(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	for _, tc := range []struct {
 		name string
 		resp []byte
@@ -457,8 +368,8 @@ func TestProps(t *testing.T) {
 		// Not found (not a TGI).
 		{"404", []byte("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"), engines.Props{}, engines.KindInvalidRequest},
 	} {
-		srv := newServer(t, serveAlways(tc.resp))
-		p, err := newAdapter(t, srv.url(), Options{}).Props(context.Background())
+		srv := enginetest.NewServer(t, enginetest.ServeAlways(tc.resp))
+		p, err := newAdapter(t, srv.URL(), Options{}).Props(context.Background())
 		if tc.kind != 0 {
 			if e, ok := engines.AsError(err); !ok || e.Kind != tc.kind {
 				t.Fatalf("%s: %v, want %v", tc.name, err, tc.kind)
@@ -466,12 +377,12 @@ func TestProps(t *testing.T) {
 		} else if err != nil || p != tc.want {
 			t.Fatalf("%s: %+v %v, want %+v", tc.name, p, err, tc.want)
 		}
-		srv.close()
+		srv.Close()
 	}
 }
 
 func TestScrapeLoad(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	const busy = "# TYPE tgi_request_count counter\ntgi_request_count 9\n\n# TYPE tgi_queue_size gauge\ntgi_queue_size 3\n\n" +
 		"# TYPE tgi_batch_current_size gauge\ntgi_batch_current_size 5\n\n# TYPE tgi_request_failure counter\ntgi_request_failure{err=\"dropped\"} 1\n"
 	for _, tc := range []struct {
@@ -488,8 +399,8 @@ func TestScrapeLoad(t *testing.T) {
 		// Someone else's metrics.
 		{"not tgi", "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 1\n", engines.Load{}, engines.KindProtocol},
 	} {
-		srv := newServer(t, serveAlways(httpResp("200 OK", "text/plain; version=0.0.4", tc.body)))
-		l, err := newAdapter(t, srv.url(), Options{}).ScrapeLoad(context.Background())
+		srv := enginetest.NewServer(t, enginetest.ServeAlways(httpResp("200 OK", "text/plain; version=0.0.4", tc.body)))
+		l, err := newAdapter(t, srv.URL(), Options{}).ScrapeLoad(context.Background())
 		if tc.kind != 0 {
 			if e, ok := engines.AsError(err); !ok || e.Kind != tc.kind {
 				t.Fatalf("%s: %v, want %v", tc.name, err, tc.kind)
@@ -497,37 +408,16 @@ func TestScrapeLoad(t *testing.T) {
 		} else if err != nil || !reflect.DeepEqual(l, tc.want) {
 			t.Fatalf("%s: %+v %v, want %+v", tc.name, l, err, tc.want)
 		}
-		srv.close()
+		srv.Close()
 	}
 }
 
-type panicSink struct{}
-
-func (panicSink) Token([]byte) { panic("sink bug") }
-func (panicSink) Flush()       {}
-
 // TestStreamSinkPanic: a panicking sink does not leak the engine connection.
 func TestStreamSinkPanic(t *testing.T) {
-	leakCheck(t)
-	closed := make(chan struct{})
-	srv := newServer(t, func(c *srvConn) {
-		if _, _, err := c.readRequest(); err != nil {
-			return
-		}
-		_, _ = c.Write(append([]byte(streamHead), chunk(tok(1, "a", false))...))
-		c.waitClosed()
-		close(closed)
+	enginetest.LeakCheck(t)
+	enginetest.CheckSinkPanic(t, append([]byte(streamHead), enginetest.Chunk(tok(1, "a", false))...), func(url string) enginetest.StreamFunc {
+		return stream(newAdapter(t, url, Options{}))
 	})
-	a := newAdapter(t, srv.url(), Options{})
-	func() {
-		defer func() {
-			if recover() == nil {
-				t.Fatal("no panic")
-			}
-		}()
-		_, _ = a.Stream(context.Background(), testReq, panicSink{})
-	}()
-	wait(t, closed, "the engine to see the connection close")
 }
 
 func TestEngineAndInterruptible(t *testing.T) {

@@ -2,11 +2,13 @@ package tgi
 
 import (
 	"context"
-	"fmt"
-	"runtime"
 	"testing"
 
 	"github.com/valyala/fastjson"
+
+	"github.com/llama-orch/llama-orch/engines"
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
+	"github.com/llama-orch/llama-orch/sse"
 )
 
 // typicalFrame is a TGI intermediate frame as it appears on the wire.
@@ -35,102 +37,41 @@ func benchStream(n int, paced bool) (segs [][]byte, size int) {
 	for i := range n - 1 {
 		parts = append(parts, tok(i+1, benchVocab[i%len(benchVocab)], false))
 	}
-	parts = append(parts, final(n, " end", false, "…", "length", n, 7))
-	all := sseResponse(parts...)
-	if !paced {
-		return [][]byte{all}, len(all)
-	}
-	segs = append(segs, []byte(streamHead))
-	for _, p := range parts {
-		segs = append(segs, chunk(p))
-	}
-	return append(segs, []byte(lastChunk)), len(all)
+	return enginetest.Segments(streamHead, append(parts, final(n, " end", false, "…", "length", n, 7)), paced)
 }
 
-func BenchmarkStreamDecode(b *testing.B) {
-	const frames = 1000
-	for _, paced := range []bool{false, true} {
-		name := "burst"
-		if paced {
-			name = "paced"
+// decodeSetup decodes benchStream in memory with the adapter's own header
+// parser, de-chunker, SSE reader and frame decoder, reusing everything.
+func decodeSetup(frames int, paced bool) (int, func(engines.Sink) error) {
+	segs, size := benchStream(frames, paced)
+	mc := &enginetest.MemConn{Segs: segs}
+	st := &streamState{rd: sse.NewReader(nil, 0)}
+	return size, func(sink engines.Sink) error {
+		mc.Reset()
+		if err := st.x.ReadResponse(mc); err != nil {
+			return err
 		}
-		b.Run(name, func(b *testing.B) {
-			segs, size := benchStream(frames, paced)
-			h := newMemHarness(segs)
-			sink := &countSink{}
-			if _, err := h.run(sink); err != nil || sink.tokens != frames {
-				b.Fatalf("%v, %d tokens", err, sink.tokens)
-			}
-			*sink = countSink{}
-			var ms0, ms1 runtime.MemStats
-			runtime.ReadMemStats(&ms0)
-			b.ReportAllocs()
-			b.SetBytes(int64(size))
-			for b.Loop() {
-				if _, err := h.run(sink); err != nil {
-					b.Fatal(err)
-				}
-			}
-			runtime.ReadMemStats(&ms1)
-			tokens := float64(sink.tokens)
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/tokens, "ns/token")
-			b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/tokens, "allocs/token")
-			b.ReportMetric(float64(sink.flushes)/tokens, "flushes/token")
-		})
+		_, _, err := st.run(context.Background(), testReq, sink)
+		return err
 	}
 }
+
+func BenchmarkStreamDecode(b *testing.B) { enginetest.BenchStreamDecode(b, decodeSetup) }
 
 // TestStreamDecodeAllocs pins the steady state: decoding a whole stream
 // allocates nothing, whatever its length.
-func TestStreamDecodeAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts differ under the race detector")
-	}
-	for _, paced := range []bool{false, true} {
-		segs, _ := benchStream(1000, paced)
-		h := newMemHarness(segs)
-		sink := &countSink{}
-		if _, err := h.run(sink); err != nil {
-			t.Fatal(err)
-		}
-		if n := testing.AllocsPerRun(20, func() { _, _ = h.run(sink) }); n != 0 {
-			t.Errorf("paced=%v: %v allocations per 1000-token stream, want 0", paced, n)
-		}
-	}
-}
+func TestStreamDecodeAllocs(t *testing.T) { enginetest.CheckStreamDecodeAllocs(t, decodeSetup) }
 
 // BenchmarkStreamLoopback measures a whole Stream call against a loopback
-// replay server (keep-alive): syscalls, the cancel hook and pooling
-// included. The server's own CPU is included too.
+// replay server (keep-alive).
 func BenchmarkStreamLoopback(b *testing.B) {
-	for _, n := range []int{16, 1000} {
-		b.Run(fmt.Sprintf("tokens=%d", n), func(b *testing.B) {
-			segs, size := benchStream(n, false)
-			srv := newServer(b, serveAlways(segs[0]))
-			a, err := New(srv.url(), Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer a.Close()
-			sink := &countSink{}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			var ms0, ms1 runtime.MemStats
-			runtime.ReadMemStats(&ms0)
-			b.ReportAllocs()
-			b.SetBytes(int64(size))
-			for b.Loop() {
-				if _, err := a.Stream(ctx, testReq, sink); err != nil {
-					b.Fatal(err)
-				}
-			}
-			runtime.ReadMemStats(&ms1)
-			tokens := float64(sink.tokens)
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/tokens, "ns/token")
-			b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/tokens, "allocs/token")
-			if accepts := srv.accepts.Load(); accepts != 1 {
-				b.Fatalf("%d connections, want 1 (keep-alive)", accepts)
-			}
-		})
-	}
+	enginetest.BenchStreamLoopback(b, func(b *testing.B, tokens int) (int, func(context.Context, engines.Sink) error, func() int) {
+		segs, size := benchStream(tokens, false)
+		srv := enginetest.NewServer(b, enginetest.ServeAlways(segs[0]))
+		a := newAdapter(b, srv.URL(), Options{})
+		return size, func(ctx context.Context, sink engines.Sink) error {
+			_, err := a.Stream(ctx, testReq, sink)
+			return err
+		}, srv.Accepts
+	})
 }

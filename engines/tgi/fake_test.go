@@ -12,6 +12,7 @@ import (
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/fake"
 	tgifake "github.com/llama-orch/llama-orch/engines/fake/tgi"
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
 )
 
 // startFake starts the TGI fake on a free loopback port, closed at cleanup.
@@ -44,7 +45,7 @@ func words(seed int64, prompt string, n int) []string {
 // TestFakeStream: the adapter against the fake delivers exactly the fake
 // model's words, with TGI's counts.
 func TestFakeStream(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	const prompt = "Write a poem about the sea"
 	for _, tc := range []struct {
 		name string
@@ -68,9 +69,9 @@ func TestFakeStream(t *testing.T) {
 	} {
 		s := startFake(t, tc.o)
 		a := newAdapter(t, s.URL(), Options{})
-		sink := &recSink{}
+		sink := &enginetest.RecSink{}
 		res, err := a.Stream(context.Background(), &tc.req, sink)
-		checkStream(t, tc.name, sink, res, err, words(tc.req.Seed, prompt, tc.toks), tc.res)
+		enginetest.CheckStream(t, tc.name, sink, res, err, words(tc.req.Seed, prompt, tc.toks), tc.res)
 		if s.InFlight() != 0 {
 			t.Fatalf("%s: fake InFlight %d after the final frame", tc.name, s.InFlight())
 		}
@@ -80,10 +81,10 @@ func TestFakeStream(t *testing.T) {
 // TestFakeSplitUTF8: partial characters ("" frames) are joined into whole
 // ones; every token is valid UTF-8 and the text is the fake's pieces.
 func TestFakeSplitUTF8(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	s := startFake(t, fake.Options{Fail: fake.FailSplitUTF8})
 	a := newAdapter(t, s.URL(), Options{})
-	sink := &recSink{}
+	sink := &enginetest.RecSink{}
 	res, err := a.Stream(context.Background(), &engines.Request{Prompt: "p", MaxTokens: 30, Seed: 3}, sink)
 	if err != nil || res.TokensOut != 30 {
 		t.Fatalf("%+v %v", res, err)
@@ -107,7 +108,7 @@ func TestFakeSplitUTF8(t *testing.T) {
 
 // TestFakeFailModes: every fault of the fake maps to the right error.
 func TestFakeFailModes(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	req := &engines.Request{Prompt: "a b c", MaxTokens: 8, Seed: 5}
 	for _, tc := range []struct {
 		mode      string
@@ -126,7 +127,7 @@ func TestFakeFailModes(t *testing.T) {
 	} {
 		s := startFake(t, fake.Options{Fail: tc.mode})
 		a := newAdapter(t, s.URL(), Options{})
-		sink := &recSink{}
+		sink := &enginetest.RecSink{}
 		_, err := a.Stream(context.Background(), req, sink)
 		if tc.kind == 0 {
 			if err != nil {
@@ -141,7 +142,7 @@ func TestFakeFailModes(t *testing.T) {
 				t.Fatalf("%s: tokens %q", tc.mode, sink.Tokens())
 			}
 		}
-		waitFor(t, tc.mode+": the fake's slot to free", func() bool { return s.InFlight() == 0 })
+		enginetest.Eventually(t, tc.mode+": the fake's slot to free", func() bool { return s.InFlight() == 0 })
 		// Health: only start-503 makes TGI unhealthy.
 		herr := a.Health(context.Background())
 		if (herr != nil) != (tc.mode == fake.FailStart503) {
@@ -153,12 +154,12 @@ func TestFakeFailModes(t *testing.T) {
 // TestFakeStall: a stalled stream is canceled by the caller; the fake's
 // slot is freed (TGI drops the request at the next step).
 func TestFakeStall(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	s := startFake(t, fake.Options{Fail: fake.FailStall})
 	a := newAdapter(t, s.URL(), Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sink := &recSink{onToken: func(n int) {
+	sink := &enginetest.RecSink{OnToken: func(n int) {
 		if n == 2 {
 			cancel()
 		}
@@ -166,18 +167,18 @@ func TestFakeStall(t *testing.T) {
 	if _, err := a.Stream(ctx, &engines.Request{Prompt: "x", MaxTokens: 8, Seed: 1}, sink); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v, want context.Canceled", err)
 	}
-	waitFor(t, "the stalled slot to free", func() bool { return s.InFlight() == 0 })
+	enginetest.Eventually(t, "the stalled slot to free", func() bool { return s.InFlight() == 0 })
 }
 
 // TestFakeCancelFreesSlot: cancel mid-stream frees the fake's slot.
 func TestFakeCancelFreesSlot(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	s := startFake(t, fake.Options{ITL: time.Hour})
 	a := newAdapter(t, s.URL(), Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	got := make(chan struct{})
-	sink := &recSink{onToken: func(n int) {
+	sink := &enginetest.RecSink{OnToken: func(n int) {
 		if n == 1 {
 			close(got)
 		}
@@ -187,7 +188,7 @@ func TestFakeCancelFreesSlot(t *testing.T) {
 		_, err := a.Stream(ctx, &engines.Request{Prompt: "x", MaxTokens: 8, Seed: 1}, sink)
 		done <- err
 	}()
-	wait(t, got, "the first token")
+	enginetest.Wait(t, got, "the first token")
 	if s.InFlight() != 1 {
 		t.Fatalf("InFlight %d while generating", s.InFlight())
 	}
@@ -195,15 +196,15 @@ func TestFakeCancelFreesSlot(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v", err)
 	}
-	waitFor(t, "the slot to free", func() bool { return s.InFlight() == 0 })
+	enginetest.Eventually(t, "the slot to free", func() bool { return s.InFlight() == 0 })
 }
 
 // TestFakeLimits: context length and overload, as the gateway sees them.
 func TestFakeLimits(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	s := startFake(t, fake.Options{Ctx: 32})
 	a := newAdapter(t, s.URL(), Options{})
-	_, err := a.Stream(context.Background(), &engines.Request{Prompt: "a b c", MaxTokens: 40, Seed: 1}, &recSink{})
+	_, err := a.Stream(context.Background(), &engines.Request{Prompt: "a b c", MaxTokens: 40, Seed: 1}, &enginetest.RecSink{})
 	if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindContextLength || e.Retriable() {
 		t.Fatalf("too long: %v", err)
 	}
@@ -213,11 +214,11 @@ func TestFakeLimits(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := b.Stream(ctx, &engines.Request{Prompt: "x", MaxTokens: 2, Seed: 1}, &recSink{})
+		_, err := b.Stream(ctx, &engines.Request{Prompt: "x", MaxTokens: 2, Seed: 1}, &enginetest.RecSink{})
 		done <- err
 	}()
-	waitFor(t, "the first request to hold the slot", func() bool { return o.InFlight() == 1 })
-	_, err = b.Stream(context.Background(), &engines.Request{Prompt: "y", MaxTokens: 2, Seed: 1}, &recSink{})
+	enginetest.Eventually(t, "the first request to hold the slot", func() bool { return o.InFlight() == 1 })
+	_, err = b.Stream(context.Background(), &engines.Request{Prompt: "y", MaxTokens: 2, Seed: 1}, &enginetest.RecSink{})
 	if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindOverloaded || !e.Retriable() {
 		t.Fatalf("second request: %v, want KindOverloaded", err)
 	}
@@ -225,18 +226,18 @@ func TestFakeLimits(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("first request: %v", err)
 	}
-	waitFor(t, "the slot to free", func() bool { return o.InFlight() == 0 })
+	enginetest.Eventually(t, "the slot to free", func() bool { return o.InFlight() == 0 })
 }
 
 // TestFakeProbes: Health while loading, Props and ScrapeLoad from the fake.
 func TestFakeProbes(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	l := startFake(t, fake.Options{Load: time.Hour})
 	la := newAdapter(t, l.URL(), Options{})
 	if e, ok := engines.AsError(la.Health(context.Background())); !ok || e.Kind != engines.KindUnavailable {
 		t.Fatalf("loading Health: %v", e)
 	}
-	if _, err := la.Stream(context.Background(), testReq, &recSink{}); err == nil {
+	if _, err := la.Stream(context.Background(), testReq, &enginetest.RecSink{}); err == nil {
 		t.Fatal("stream while loading succeeded")
 	} else if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindUnavailable {
 		t.Fatalf("loading Stream: %v", err)
@@ -261,11 +262,11 @@ func TestFakeProbes(t *testing.T) {
 	const n = fake.DefaultSlots + 2
 	for range n {
 		go func() {
-			_, _ = a.Stream(ctx, &engines.Request{Prompt: "x", MaxTokens: 2, Seed: 1}, &recSink{})
+			_, _ = a.Stream(ctx, &engines.Request{Prompt: "x", MaxTokens: 2, Seed: 1}, &enginetest.RecSink{})
 			done <- struct{}{}
 		}()
 	}
-	waitFor(t, "2 generating, 2 queued", func() bool { return s.InFlight() == fake.DefaultSlots && s.Deferred() == 2 })
+	enginetest.Eventually(t, "2 generating, 2 queued", func() bool { return s.InFlight() == fake.DefaultSlots && s.Deferred() == 2 })
 	l2, err := a.ScrapeLoad(context.Background())
 	if err != nil || l2.Processing != fake.DefaultSlots || l2.Deferred != 2 || l2.HasKVCacheUsage || l2.Devices != nil {
 		t.Fatalf("busy ScrapeLoad %+v %v", l2, err)
@@ -274,7 +275,7 @@ func TestFakeProbes(t *testing.T) {
 	for range n {
 		<-done
 	}
-	waitFor(t, "the fake to drain", func() bool { return s.InFlight() == 0 && s.Deferred() == 0 })
+	enginetest.Eventually(t, "the fake to drain", func() bool { return s.InFlight() == 0 && s.Deferred() == 0 })
 
 	o := startFake(t, fake.Options{Slots: 3, Model: "org/m", EngineVersion: "3.3.6"})
 	p, err = newAdapter(t, o.URL(), Options{}).Props(context.Background())

@@ -11,6 +11,7 @@ import (
 	"github.com/valyala/fastjson"
 
 	"github.com/llama-orch/llama-orch/engines"
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
 	"github.com/llama-orch/llama-orch/sse"
 )
 
@@ -39,12 +40,12 @@ func encodeFrame(f *frame) []byte {
 	if f.hasError {
 		b.WriteString(`{"error":`)
 		if f.errMsg != nil {
-			b.WriteString(jsonString(string(f.errMsg)))
+			b.WriteString(enginetest.JSONString(string(f.errMsg)))
 		} else {
 			b.WriteString("true")
 		}
 		if f.errType != nil {
-			b.WriteString(`,"error_type":` + jsonString(string(f.errType)))
+			b.WriteString(`,"error_type":` + enginetest.JSONString(string(f.errType)))
 		}
 		b.WriteString("}")
 		return b.Bytes()
@@ -61,14 +62,14 @@ func encodeFrame(f *frame) []byte {
 	if f.hasToken {
 		b.WriteString(`,"token":{"special":` + strconv.FormatBool(f.special))
 		if f.text != nil {
-			b.WriteString(`,"text":` + jsonString(string(f.text)))
+			b.WriteString(`,"text":` + enginetest.JSONString(string(f.text)))
 		}
 		b.WriteString("}")
 	}
 	if f.hasDetails {
 		b.WriteString(`,"details":{"seed":null`)
 		if f.finishReason != nil {
-			b.WriteString(`,"finish_reason":` + jsonString(string(f.finishReason)))
+			b.WriteString(`,"finish_reason":` + enginetest.JSONString(string(f.finishReason)))
 		}
 		if f.hasGeneratedTokens {
 			b.WriteString(`,"generated_tokens":` + strconv.Itoa(f.generatedTokens))
@@ -177,7 +178,7 @@ func FuzzStream(f *testing.F) {
 			segs = [][]byte{body[:cut], body[cut:]}
 		}
 		st := &streamState{rd: sse.NewReader(nil, 0)}
-		st.x.BodyUntilClose(&memConn{segs: segs})
+		st.x.BodyUntilClose(&enginetest.MemConn{Segs: segs})
 		sink := &validSink{t: t}
 		res, _, err := st.run(context.Background(), testReq, sink)
 		if err == nil {

@@ -234,24 +234,12 @@ func (a *Adapter) Stream(ctx context.Context, req *engines.Request, sink engines
 	defer a.putState(st)
 	st.jbody = appendGenerateBody(st.jbody[:0], req)
 	st.req = a.hc.AppendRequest(st.req[:0], "POST", a.streamPath, st.jbody, true)
-	if err := a.hc.Start(ctx, st.req, a.headerTimeout, &st.x); err != nil {
+	errBody, ok, err := a.hc.StartStream(ctx, st.req, a.headerTimeout, &st.x, &st.jbody, maxErrorBody)
+	if err != nil {
 		return engines.Result{Slot: -1}, err
 	}
-	if st.x.Status/100 != 2 {
-		data, rerr := st.x.ReadAll(st.jbody[:0], maxErrorBody)
-		st.jbody = data[:0]
-		status := st.x.Status
-		a.hc.Release(&st.x, rerr == nil)
-		if ctx.Err() != nil {
-			return engines.Result{Slot: -1}, ctx.Err()
-		}
-		return engines.Result{Slot: -1}, statusError(status, data, &st.dec)
-	}
-	if st.x.HasContentType && !st.x.EventStream {
-		status := st.x.Status
-		a.hc.Release(&st.x, false)
-		return engines.Result{Slot: -1}, &engines.Error{Kind: engines.KindProtocol, Status: status,
-			Message: "engine answered the stream request without text/event-stream"}
+	if !ok {
+		return engines.Result{Slot: -1}, statusError(st.x.Status, errBody, &st.dec)
 	}
 	res, reusable, err := st.run(ctx, req.MaxTokens, sink)
 	a.hc.Release(&st.x, reusable)
@@ -284,13 +272,7 @@ func (st *streamState) run(ctx context.Context, maxTokens int, sink engines.Sink
 				// is not reusable.
 				return st.result(frames, numOut, hasOut, numIn, reason, maxTokens, sink), false, nil
 			}
-			switch {
-			case errors.Is(err, sse.ErrFrameTooLarge):
-				return st.fail(ctx, tokens, engines.KindProtocol, "engine event exceeds the size limit", err)
-			case httpc.IsProtocolError(err):
-				return st.fail(ctx, tokens, engines.KindProtocol, "malformed chunked body from the engine", err)
-			}
-			return st.fail(ctx, tokens, engines.KindUpstream, "stream cut before the end of the engine's body", err)
+			return engines.Result{Slot: -1}, false, httpc.ReadError(ctx, err, tokens > 0, "stream cut before the end of the engine's body")
 		}
 		if err := ctx.Err(); err != nil {
 			// Canceled with frames still buffered: deliver none of them, so
@@ -376,10 +358,7 @@ func (st *streamState) result(frames, numOut int, hasOut bool, numIn int, reason
 // fail builds the error that ends a stream: ctx.Err() when ctx ended (the
 // read error is then the cancel hook closing the connection).
 func (st *streamState) fail(ctx context.Context, tokens int, kind engines.ErrorKind, msg string, err error) (engines.Result, bool, error) {
-	if ctx.Err() != nil {
-		return engines.Result{Slot: -1}, false, ctx.Err()
-	}
-	return engines.Result{Slot: -1}, false, &engines.Error{Kind: kind, Message: msg, AfterFirstToken: tokens > 0, Err: err}
+	return engines.Result{Slot: -1}, false, httpc.StreamError(ctx, tokens > 0, kind, msg, err)
 }
 
 // appendGenerateBody appends the generate_stream request: greedy sampling,
@@ -401,25 +380,14 @@ func appendGenerateBody(dst []byte, req *engines.Request) []byte {
 // statusError maps a non-2xx answer (ENGINES.md §5, package doc) using the
 // engine's {"error":"<msg>"} body, plain or as one SSE event.
 func statusError(status int, data []byte, d *decoder) *engines.Error {
-	msg := bodyMessage(data, d)
-	if msg == "" {
-		msg = "HTTP " + strconv.Itoa(status)
-	}
-	e := &engines.Error{Status: status, Message: msg}
+	e := httpc.StatusError(status, bodyMessage(data, d), nil)
 	switch {
-	case (status == 400 || status >= 500) && contextLengthMessage(msg):
+	case (status == 400 || status >= 500) && contextLengthMessage(e.Message):
 		e.Kind = engines.KindContextLength
-	case status == 404 && strings.Contains(msg, "has no available versions"):
+	case status == 404 && strings.Contains(e.Message, "has no available versions"):
 		e.Kind = engines.KindUnavailable
 	case status == 503:
 		e.Kind = engines.KindOverloaded
-	case status >= 400 && status < 500:
-		e.Kind = engines.KindInvalidRequest
-	case status >= 500:
-		e.Kind = engines.KindUpstream
-	default:
-		e.Kind = engines.KindProtocol
-		e.Message = "unexpected HTTP status " + strconv.Itoa(status) + ": " + msg
 	}
 	return e
 }

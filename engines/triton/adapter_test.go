@@ -15,6 +15,7 @@ import (
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/fake"
 	faketriton "github.com/llama-orch/llama-orch/engines/fake/triton"
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
 )
 
 // Frames documented in ENGINES.md §4.
@@ -42,16 +43,16 @@ func TestStreamFake(t *testing.T) {
 		{"escapes in the prompt", "a \"quoted\"\n\tprompt é", 4, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sink := &recordSink{}
+			sink := &enginetest.RecSink{}
 			res, err := a.Stream(context.Background(), request(tc.prompt, tc.n, tc.seed), sink)
 			if err != nil {
 				t.Fatal(err)
 			}
 			gen := fake.NewGenerator(tc.seed, tc.prompt, false)
-			if len(sink.tokens) != tc.n {
-				t.Fatalf("%d tokens, want %d", len(sink.tokens), tc.n)
+			if len(sink.Tokens()) != tc.n {
+				t.Fatalf("%d tokens, want %d", len(sink.Tokens()), tc.n)
 			}
-			for i, tok := range sink.tokens {
+			for i, tok := range sink.Tokens() {
 				if want, _ := gen.Token(i); tok != want {
 					t.Errorf("token %d = %q, want %q", i, tok, want)
 				}
@@ -73,14 +74,14 @@ func TestStreamFake(t *testing.T) {
 func TestStreamTokensCapIsStop(t *testing.T) {
 	s := startFake(t, fake.Options{Tokens: 3})
 	a := newAdapter(t, s.URL(), Options{})
-	sink := &recordSink{}
+	sink := &enginetest.RecSink{}
 	res, err := a.Stream(context.Background(), request("hi", 10, 1), sink)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The EOS frame has no text but counts: Σ num_output_tokens = 4.
-	if len(sink.tokens) != 3 || res.TokensOut != 4 || res.FinishReason != "stop" {
-		t.Errorf("%d tokens, result %+v; want 3 tokens, TokensOut 4, stop", len(sink.tokens), res)
+	if len(sink.Tokens()) != 3 || res.TokensOut != 4 || res.FinishReason != "stop" {
+		t.Errorf("%d tokens, result %+v; want 3 tokens, TokensOut 4, stop", len(sink.Tokens()), res)
 	}
 }
 
@@ -88,7 +89,7 @@ func TestStreamSplitUTF8(t *testing.T) {
 	s := startFake(t, fake.Options{Fail: fake.FailSplitUTF8})
 	a := newAdapter(t, s.URL(), Options{})
 	const n = 30
-	sink := &recordSink{}
+	sink := &enginetest.RecSink{}
 	res, err := a.Stream(context.Background(), request("p", n, 5), sink)
 	if err != nil {
 		t.Fatal(err)
@@ -99,14 +100,14 @@ func TestStreamSplitUTF8(t *testing.T) {
 		p, _ := gen.Token(i)
 		want += p
 	}
-	for i, tok := range sink.tokens {
+	for i, tok := range sink.Tokens() {
 		if tok == "" || !utf8.ValidString(tok) {
 			t.Errorf("token %d %q: empty or invalid UTF-8", i, tok)
 		}
 	}
-	if sink.text() != want || res.TokensOut != n || len(sink.tokens) != n-12 {
+	if sink.Text() != want || res.TokensOut != n || len(sink.Tokens()) != n-12 {
 		t.Errorf("text %q (%d tokens), TokensOut %d; want %q, %d tokens (empty frames skipped), TokensOut %d",
-			sink.text(), len(sink.tokens), res.TokensOut, want, n-12, n)
+			sink.Text(), len(sink.Tokens()), res.TokensOut, want, n-12, n)
 	}
 }
 
@@ -141,10 +142,10 @@ func TestFailModes(t *testing.T) {
 				ctx, cancel = context.WithTimeout(ctx, tc.ctxBudget)
 				defer cancel()
 			}
-			sink := &recordSink{}
+			sink := &enginetest.RecSink{}
 			res, err := a.Stream(ctx, request("x", 8, 1), sink)
-			if len(sink.tokens) != tc.tokens {
-				t.Errorf("%d tokens, want %d", len(sink.tokens), tc.tokens)
+			if len(sink.Tokens()) != tc.tokens {
+				t.Errorf("%d tokens, want %d", len(sink.Tokens()), tc.tokens)
 			}
 			switch {
 			case tc.ctxBudget > 0:
@@ -164,7 +165,7 @@ func TestFailModes(t *testing.T) {
 					t.Errorf("Retriable() = %v", e.Retriable())
 				}
 			}
-			waitFor(t, "the fake's slot freed", func() bool { return s.InFlight() == 0 })
+			enginetest.Eventually(t, "the fake's slot freed", func() bool { return s.InFlight() == 0 })
 		})
 	}
 }
@@ -189,11 +190,11 @@ func TestErrorsBeforeTheStream(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := startFake(t, tc.o)
 			a := newAdapter(t, s.URL(), Options{Model: tc.model})
-			sink := &recordSink{}
+			sink := &enginetest.RecSink{}
 			_, err := a.Stream(context.Background(), request(tc.prompt, 4, 1), sink)
 			e := wantKind(t, err, tc.kind)
-			if e.Status != tc.status || !strings.Contains(e.Message, tc.msg) || len(sink.tokens) != 0 {
-				t.Errorf("error %+v, %d tokens", e, len(sink.tokens))
+			if e.Status != tc.status || !strings.Contains(e.Message, tc.msg) || len(sink.Tokens()) != 0 {
+				t.Errorf("error %+v, %d tokens", e, len(sink.Tokens()))
 			}
 		})
 	}
@@ -222,23 +223,23 @@ func TestCancel(t *testing.T) {
 				done := make(chan struct{})
 				go func() {
 					defer close(done)
-					_, _ = a.Stream(hold, request("holder", 4, 1), &recordSink{})
+					_, _ = a.Stream(hold, request("holder", 4, 1), &enginetest.RecSink{})
 				}()
 				defer func() { release(); <-done }()
-				waitFor(t, "slot held", func() bool { return s.InFlight() == 1 })
+				enginetest.Eventually(t, "slot held", func() bool { return s.InFlight() == 1 })
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			sink := &recordSink{}
+			sink := &enginetest.RecSink{}
 			if tc.afterN > 0 {
-				sink.onToken = func(n int) {
+				sink.OnToken = func(n int) {
 					if n == tc.afterN {
 						cancel()
 					}
 				}
 			} else {
 				go func() {
-					waitFor(t, "request at the engine", func() bool { return s.InFlight()+s.Deferred() >= 1+btoi(tc.name == "while queued") })
+					enginetest.Eventually(t, "request at the engine", func() bool { return s.InFlight()+s.Deferred() >= 1+btoi(tc.name == "while queued") })
 					cancel()
 				}()
 			}
@@ -246,14 +247,14 @@ func TestCancel(t *testing.T) {
 			if !errors.Is(err, context.Canceled) {
 				t.Fatalf("err %v, want context.Canceled", err)
 			}
-			if len(sink.tokens) != tc.wantTok {
-				t.Errorf("%d tokens, want %d (none after the cancel)", len(sink.tokens), tc.wantTok)
+			if len(sink.Tokens()) != tc.wantTok {
+				t.Errorf("%d tokens, want %d (none after the cancel)", len(sink.Tokens()), tc.wantTok)
 			}
 			if tc.name == "while queued" {
-				waitFor(t, "queue left", func() bool { return s.Deferred() == 0 })
+				enginetest.Eventually(t, "queue left", func() bool { return s.Deferred() == 0 })
 				return
 			}
-			waitFor(t, "slot freed", func() bool { return s.InFlight() == 0 })
+			enginetest.Eventually(t, "slot freed", func() bool { return s.InFlight() == 0 })
 		})
 	}
 }
@@ -270,7 +271,7 @@ func TestStreamAlreadyCanceled(t *testing.T) {
 	a := newAdapter(t, s.URL(), Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := a.Stream(ctx, request("x", 1, 1), &recordSink{}); !errors.Is(err, context.Canceled) {
+	if _, err := a.Stream(ctx, request("x", 1, 1), &enginetest.RecSink{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v", err)
 	}
 	if s.Requests() != 0 {
@@ -340,21 +341,21 @@ func TestDocumentedFrames(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newScripted(t, replay(sseHead(200)+tc.body))
-			a := newAdapter(t, srv.url(), Options{})
-			sink := &recordSink{}
+			a := newAdapter(t, srv.URL(), Options{})
+			sink := &enginetest.RecSink{}
 			res, err := a.Stream(context.Background(), request("p", tc.maxTokens, 1), sink)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if strings.Join(sink.tokens, "|") != strings.Join(tc.tokens, "|") {
-				t.Errorf("tokens %q, want %q", sink.tokens, tc.tokens)
+			if strings.Join(sink.Tokens(), "|") != strings.Join(tc.tokens, "|") {
+				t.Errorf("tokens %q, want %q", sink.Tokens(), tc.tokens)
 			}
 			if res != tc.res {
 				t.Errorf("result %+v, want %+v", res, tc.res)
 			}
 			// The body ended cleanly: the connection is pooled.
-			if _, err := a.Stream(context.Background(), request("p", tc.maxTokens, 1), &recordSink{}); err != nil || srv.accepts.Load() != 1 {
-				t.Errorf("second stream: %v, %d connections (want 1)", err, srv.accepts.Load())
+			if _, err := a.Stream(context.Background(), request("p", tc.maxTokens, 1), &enginetest.RecSink{}); err != nil || srv.Accepts() != 1 {
+				t.Errorf("second stream: %v, %d connections (want 1)", err, srv.Accepts())
 			}
 		})
 	}
@@ -393,11 +394,11 @@ func TestStreamEnds(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newScripted(t, tc.h)
-			a := newAdapter(t, srv.url(), Options{})
-			sink := &recordSink{}
+			a := newAdapter(t, srv.URL(), Options{})
+			sink := &enginetest.RecSink{}
 			res, err := a.Stream(context.Background(), request("p", 8, 1), sink)
-			if len(sink.tokens) != tc.tokens {
-				t.Errorf("%d tokens %q, want %d", len(sink.tokens), sink.tokens, tc.tokens)
+			if len(sink.Tokens()) != tc.tokens {
+				t.Errorf("%d tokens %q, want %d", len(sink.Tokens()), sink.Tokens(), tc.tokens)
 			}
 			if tc.kind == 0 {
 				if err != nil {
@@ -448,16 +449,16 @@ func TestStatusErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newScripted(t, replay(tc.raw))
-			a := newAdapter(t, srv.url(), Options{})
-			_, err := a.Stream(context.Background(), request("p", 8, 1), &recordSink{})
+			a := newAdapter(t, srv.URL(), Options{})
+			_, err := a.Stream(context.Background(), request("p", 8, 1), &enginetest.RecSink{})
 			e := wantKind(t, err, tc.kind)
 			if !strings.Contains(e.Message, tc.msg) || e.AfterFirstToken {
 				t.Errorf("error %+v, want message containing %q", e, tc.msg)
 			}
 			// The error body was read whole: the connection is reused.
-			_, _ = a.Stream(context.Background(), request("p", 8, 1), &recordSink{})
-			if srv.accepts.Load() != 1 {
-				t.Errorf("%d connections, want 1", srv.accepts.Load())
+			_, _ = a.Stream(context.Background(), request("p", 8, 1), &enginetest.RecSink{})
+			if srv.Accepts() != 1 {
+				t.Errorf("%d connections, want 1", srv.Accepts())
 			}
 		})
 	}
@@ -478,8 +479,8 @@ func TestRequest(t *testing.T) {
 		{"my model", "/v2/models/my model/generate_stream", request("q\"\n", 0, -7),
 			`{"text_input":"q\"\n","parameters":{"stream":true,"temperature":0,"seed":-7,"return_num_output_tokens":true,"return_finish_reason":true,"return_num_input_tokens":true}}`},
 	} {
-		a := newAdapter(t, srv.url(), Options{Model: tc.model})
-		if _, err := a.Stream(context.Background(), tc.req, &recordSink{}); err != nil {
+		a := newAdapter(t, srv.URL(), Options{Model: tc.model})
+		if _, err := a.Stream(context.Background(), tc.req, &enginetest.RecSink{}); err != nil {
 			t.Fatal(err)
 		}
 		path, body := srv.last()
@@ -495,13 +496,13 @@ func TestFlushCoalescing(t *testing.T) {
 	final := `{"finish_reason":"length","text_output":" end"}`
 	t.Run("burst", func(t *testing.T) {
 		srv := newScripted(t, replay(sseHead(200)+events(docParis, docDot, docThe, final)+lastChunk))
-		a := newAdapter(t, srv.url(), Options{})
-		sink := &recordSink{}
+		a := newAdapter(t, srv.URL(), Options{})
+		sink := &enginetest.RecSink{}
 		if _, err := a.Stream(context.Background(), request("p", 4, 1), sink); err != nil {
 			t.Fatal(err)
 		}
-		if len(sink.tokens) != 4 || sink.flushes != 0 {
-			t.Errorf("%d tokens, %d flushes; want 4 tokens in one burst and no flush (the caller publishes at the end)", len(sink.tokens), sink.flushes)
+		if len(sink.Tokens()) != 4 || sink.Flushes() != 0 {
+			t.Errorf("%d tokens, %d flushes; want 4 tokens in one burst and no flush (the caller publishes at the end)", len(sink.Tokens()), sink.Flushes())
 		}
 	})
 	t.Run("paced", func(t *testing.T) {
@@ -526,14 +527,14 @@ func TestFlushCoalescing(t *testing.T) {
 			_, _ = w.WriteString(lastChunk)
 			return true
 		})
-		a := newAdapter(t, srv.url(), Options{})
-		sink := &recordSink{onFlush: func() { flushed <- struct{}{} }}
+		a := newAdapter(t, srv.URL(), Options{})
+		sink := &enginetest.RecSink{OnFlush: func() { flushed <- struct{}{} }}
 		res, err := a.Stream(context.Background(), request("p", 3, 1), sink)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(sink.tokens) != 3 || sink.flushes != 2 || res.FinishReason != "length" {
-			t.Errorf("%d tokens, %d flushes, %+v; want 3 tokens and 2 flushes (none after the finishing frame)", len(sink.tokens), sink.flushes, res)
+		if len(sink.Tokens()) != 3 || sink.Flushes() != 2 || res.FinishReason != "length" {
+			t.Errorf("%d tokens, %d flushes, %+v; want 3 tokens and 2 flushes (none after the finishing frame)", len(sink.Tokens()), sink.Flushes(), res)
 		}
 	})
 }
@@ -550,8 +551,8 @@ func TestFinishedFrameThenSilence(t *testing.T) {
 		return false
 	})
 	defer close(release)
-	a := newAdapter(t, srv.url(), Options{})
-	res, err := a.Stream(context.Background(), request("p", 3, 1), &recordSink{})
+	a := newAdapter(t, srv.URL(), Options{})
+	res, err := a.Stream(context.Background(), request("p", 3, 1), &enginetest.RecSink{})
 	if err != nil || res.FinishReason != "stop" || res.TokensOut != 1 {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -563,23 +564,17 @@ func TestFinishedFrameThenSilence(t *testing.T) {
 func TestHeaderTimeout(t *testing.T) {
 	s := startFake(t, fake.Options{TTFT: time.Hour})
 	a := newAdapter(t, s.URL(), Options{HeaderTimeout: 50 * time.Millisecond})
-	_, err := a.Stream(context.Background(), request("x", 4, 1), &recordSink{})
+	_, err := a.Stream(context.Background(), request("x", 4, 1), &enginetest.RecSink{})
 	e := wantKind(t, err, engines.KindUpstream)
 	if !strings.Contains(e.Message, "no response header") {
 		t.Errorf("error %v", e)
 	}
-	waitFor(t, "slot freed", func() bool { return s.InFlight() == 0 })
+	enginetest.Eventually(t, "slot freed", func() bool { return s.InFlight() == 0 })
 }
 
 func TestConnectionRefused(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + ln.Addr().String()
-	ln.Close()
-	a := newAdapter(t, url, Options{})
-	_, err = a.Stream(context.Background(), request("x", 1, 1), &recordSink{})
+	a := newAdapter(t, enginetest.RefusedURL(t), Options{})
+	_, err := a.Stream(context.Background(), request("x", 1, 1), &enginetest.RecSink{})
 	wantKind(t, err, engines.KindUnavailable)
 	wantKind(t, a.Health(context.Background()), engines.KindUnavailable)
 	wantKind(t, a.Live(context.Background()), engines.KindUnavailable)
@@ -602,7 +597,7 @@ func TestHealthAndProps(t *testing.T) {
 	if err != nil || p.Model != "" || p.EngineVersion != "2.73.0dev" {
 		t.Errorf("Props while loading: %+v %v", p, err)
 	}
-	waitFor(t, "ready", func() bool { return a.Health(ctx) == nil })
+	enginetest.Eventually(t, "ready", func() bool { return a.Health(ctx) == nil })
 	p, err = a.Props(ctx)
 	want := engines.Props{EngineVersion: "2.73.0dev", Model: faketriton.DefaultModel}
 	if err != nil || p != want {
@@ -616,7 +611,7 @@ func TestHealthAndProps(t *testing.T) {
 
 func TestProbeErrors(t *testing.T) {
 	srv := newScripted(t, replay("HTTP/1.1 500 X\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"error\":\"oops!\"}"))
-	a := newAdapter(t, srv.url(), Options{})
+	a := newAdapter(t, srv.URL(), Options{})
 	e := wantKind(t, a.Health(context.Background()), engines.KindUnavailable)
 	if e.Status != 500 || e.Message != "oops!" {
 		t.Errorf("Health: %+v", e)
@@ -626,9 +621,9 @@ func TestProbeErrors(t *testing.T) {
 	_, err = a.ScrapeLoad(context.Background())
 	wantKind(t, err, engines.KindUpstream)
 	bad := newScripted(t, replay("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n{x}"))
-	_, err = newAdapter(t, bad.url(), Options{}).Props(context.Background())
+	_, err = newAdapter(t, bad.URL(), Options{}).Props(context.Background())
 	wantKind(t, err, engines.KindProtocol)
-	_, err = newAdapter(t, bad.url(), Options{}).ScrapeLoad(context.Background())
+	_, err = newAdapter(t, bad.URL(), Options{}).ScrapeLoad(context.Background())
 	wantKind(t, err, engines.KindProtocol)
 }
 
@@ -641,11 +636,11 @@ func TestScrapeLoadFake(t *testing.T) {
 	for i := range 2 {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			_, _ = a.Stream(ctx, request("a b c", 4, int64(i)), &recordSink{})
+			_, _ = a.Stream(ctx, request("a b c", 4, int64(i)), &enginetest.RecSink{})
 		}()
 	}
 	defer func() { cancel(); <-done; <-done }()
-	waitFor(t, "1 running, 1 queued", func() bool { return s.InFlight() == 1 && s.Deferred() == 1 })
+	enginetest.Eventually(t, "1 running, 1 queued", func() bool { return s.InFlight() == 1 && s.Deferred() == 1 })
 	for _, ad := range []*Adapter{a, viaURL} {
 		l, err := ad.ScrapeLoad(context.Background())
 		if err != nil {

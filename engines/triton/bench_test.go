@@ -3,11 +3,10 @@ package triton
 import (
 	"context"
 	"fmt"
-	"runtime"
-	"strings"
 	"testing"
 
 	"github.com/llama-orch/llama-orch/engines"
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
 	"github.com/llama-orch/llama-orch/sse"
 )
 
@@ -39,110 +38,44 @@ func benchStream(n int, paced bool) (segs [][]byte, size int) {
 		if i == n-1 {
 			reason = "length"
 		}
-		parts = append(parts, chunk(`data: {"finish_reason":"`+reason+`","model_name":"vllm_model","model_version":"1","num_input_tokens":26,"num_output_tokens":1,"text_output":"`+
-			benchVocab[i%len(benchVocab)]+`"}`+"\n\n"))
+		parts = append(parts, `data: {"finish_reason":"`+reason+`","model_name":"vllm_model","model_version":"1","num_input_tokens":26,"num_output_tokens":1,"text_output":"`+
+			benchVocab[i%len(benchVocab)]+`"}`+"\n\n")
 	}
-	head := sseHead(200)
-	all := head + strings.Join(parts, "") + lastChunk
-	if !paced {
-		return [][]byte{[]byte(all)}, len(all)
-	}
-	segs = append(segs, []byte(head))
-	for _, p := range parts {
-		segs = append(segs, []byte(p))
-	}
-	return append(segs, []byte(lastChunk)), len(all)
+	return enginetest.Segments(sseHead(200), parts, paced)
 }
 
-// countSink counts calls.
-type countSink struct{ tokens, flushes int }
-
-func (s *countSink) Token([]byte) { s.tokens++ }
-func (s *countSink) Flush()       { s.flushes++ }
-
-func BenchmarkStreamDecode(b *testing.B) {
-	const frames = 1000
-	for _, paced := range []bool{false, true} {
-		name := "burst"
-		if paced {
-			name = "paced"
+// decodeSetup decodes benchStream in memory with the adapter's own header
+// parser, de-chunker, SSE reader and decoder, reusing everything.
+func decodeSetup(frames int, paced bool) (int, func(engines.Sink) error) {
+	segs, size := benchStream(frames, paced)
+	mc := &enginetest.MemConn{Segs: segs}
+	st := &streamState{rd: sse.NewReader(nil, 0)}
+	return size, func(sink engines.Sink) error {
+		res, err := runMem(st, mc, frames, sink)
+		if err == nil && res.TokensOut != frames {
+			err = fmt.Errorf("TokensOut %d, want %d", res.TokensOut, frames)
 		}
-		b.Run(name, func(b *testing.B) {
-			segs, size := benchStream(frames, paced)
-			mc := &memConn{segs: segs}
-			st := &streamState{rd: sse.NewReader(nil, 0)}
-			sink := &countSink{}
-			if res, err := runMem(st, mc, frames, sink); err != nil || sink.tokens != frames || res.TokensOut != frames {
-				b.Fatalf("%v, %d tokens, %+v", err, sink.tokens, res)
-			}
-			*sink = countSink{}
-			var ms0, ms1 runtime.MemStats
-			runtime.ReadMemStats(&ms0)
-			b.ReportAllocs()
-			b.SetBytes(int64(size))
-			for b.Loop() {
-				if _, err := runMem(st, mc, frames, sink); err != nil {
-					b.Fatal(err)
-				}
-			}
-			runtime.ReadMemStats(&ms1)
-			tokens := float64(sink.tokens)
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/tokens, "ns/token")
-			b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/tokens, "allocs/token")
-			b.ReportMetric(float64(sink.flushes)/tokens, "flushes/token")
-		})
+		return err
 	}
 }
+
+func BenchmarkStreamDecode(b *testing.B) { enginetest.BenchStreamDecode(b, decodeSetup) }
 
 // TestStreamDecodeAllocs pins the steady state: decoding a whole stream
 // allocates nothing, whatever its length.
-func TestStreamDecodeAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts differ under the race detector")
-	}
-	for _, paced := range []bool{false, true} {
-		segs, _ := benchStream(1000, paced)
-		mc := &memConn{segs: segs}
-		st := &streamState{rd: sse.NewReader(nil, 0)}
-		sink := &countSink{}
-		if _, err := runMem(st, mc, 1000, sink); err != nil {
-			t.Fatal(err)
-		}
-		if n := testing.AllocsPerRun(20, func() { _, _ = runMem(st, mc, 1000, sink) }); n != 0 {
-			t.Errorf("paced=%v: %v allocations per 1000-token stream, want 0", paced, n)
-		}
-	}
-}
+func TestStreamDecodeAllocs(t *testing.T) { enginetest.CheckStreamDecodeAllocs(t, decodeSetup) }
 
 // BenchmarkStreamLoopback measures a whole Stream call against a loopback
-// replay server (keep-alive): syscalls, the cancel hook and pooling
-// included. The server's own CPU is included too.
+// replay server (keep-alive).
 func BenchmarkStreamLoopback(b *testing.B) {
-	for _, n := range []int{16, 1000} {
-		b.Run(fmt.Sprintf("tokens=%d", n), func(b *testing.B) {
-			segs, size := benchStream(n, false)
-			srv := newScripted(b, replay(string(segs[0])))
-			a := newAdapter(b, srv.url(), Options{})
-			sink := &countSink{}
-			req := &engines.Request{Prompt: "The capital of France is", MaxTokens: n, Seed: 42}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			var ms0, ms1 runtime.MemStats
-			runtime.ReadMemStats(&ms0)
-			b.ReportAllocs()
-			b.SetBytes(int64(size))
-			for b.Loop() {
-				if _, err := a.Stream(ctx, req, sink); err != nil {
-					b.Fatal(err)
-				}
-			}
-			runtime.ReadMemStats(&ms1)
-			tokens := float64(sink.tokens)
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/tokens, "ns/token")
-			b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/tokens, "allocs/token")
-			if accepts := srv.accepts.Load(); accepts != 1 {
-				b.Fatalf("%d connections, want 1 (keep-alive)", accepts)
-			}
-		})
-	}
+	enginetest.BenchStreamLoopback(b, func(b *testing.B, tokens int) (int, func(context.Context, engines.Sink) error, func() int) {
+		segs, size := benchStream(tokens, false)
+		srv := newScripted(b, replay(string(segs[0])))
+		a := newAdapter(b, srv.URL(), Options{})
+		req := &engines.Request{Prompt: "The capital of France is", MaxTokens: tokens, Seed: 42}
+		return size, func(ctx context.Context, sink engines.Sink) error {
+			_, err := a.Stream(ctx, req, sink)
+			return err
+		}, srv.Accepts
+	})
 }

@@ -3,21 +3,19 @@ package triton
 import (
 	"bufio"
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/fake"
 	faketriton "github.com/llama-orch/llama-orch/engines/fake/triton"
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -55,31 +53,6 @@ func newAdapter(t testing.TB, url string, o Options) *Adapter {
 	return a
 }
 
-// recordSink records tokens (copied) and flushes; onToken, when set, runs
-// after each token.
-type recordSink struct {
-	tokens  []string
-	flushes int
-	onToken func(n int)
-	onFlush func()
-}
-
-func (s *recordSink) Token(b []byte) {
-	s.tokens = append(s.tokens, string(b))
-	if s.onToken != nil {
-		s.onToken(len(s.tokens))
-	}
-}
-
-func (s *recordSink) Flush() {
-	s.flushes++
-	if s.onFlush != nil {
-		s.onFlush()
-	}
-}
-
-func (s *recordSink) text() string { return strings.Join(s.tokens, "") }
-
 func request(prompt string, maxTokens int, seed int64) *engines.Request {
 	return &engines.Request{TaskID: "t1", Prompt: prompt, MaxTokens: maxTokens, Seed: seed}
 }
@@ -97,27 +70,13 @@ func wantKind(t testing.TB, err error, kind engines.ErrorKind) *engines.Error {
 	return e
 }
 
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // scripted is a loopback server that answers each request with a handler
 // writing raw bytes to the connection, so tests control framing byte for
 // byte (cut chunked bodies, odd headers). A handler returning false closes
 // the connection.
 type scripted struct {
-	ln      net.Listener
-	wg      sync.WaitGroup
-	accepts atomic.Int64
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
+	*enginetest.Server
+	mu sync.Mutex
 	// last request seen
 	lastPath string
 	lastBody string
@@ -127,59 +86,25 @@ type handler func(s *scripted, r *http.Request, w *bufio.Writer, nc net.Conn) bo
 
 func newScripted(t testing.TB, h handler) *scripted {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &scripted{ln: ln, conns: map[net.Conn]struct{}{}}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s := &scripted{}
+	s.Server = enginetest.NewServer(t, func(c *enginetest.Conn) {
+		bw := bufio.NewWriter(c)
 		for {
-			nc, err := ln.Accept()
+			r, body, err := c.ReadRequest()
 			if err != nil {
 				return
 			}
-			s.accepts.Add(1)
 			s.mu.Lock()
-			s.conns[nc] = struct{}{}
+			s.lastPath, s.lastBody = r.URL.Path, string(body)
 			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer nc.Close()
-				br := bufio.NewReader(nc)
-				bw := bufio.NewWriter(nc)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					body, _ := io.ReadAll(r.Body)
-					s.mu.Lock()
-					s.lastPath, s.lastBody = r.URL.Path, string(body)
-					s.mu.Unlock()
-					keep := h(s, r, bw, nc)
-					if bw.Flush() != nil || !keep {
-						return
-					}
-				}
-			}()
+			keep := h(s, r, bw, c.Conn)
+			if bw.Flush() != nil || !keep {
+				return
+			}
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		s.mu.Lock()
-		for c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
-		s.wg.Wait()
 	})
 	return s
 }
-
-func (s *scripted) url() string { return "http://" + s.ln.Addr().String() }
 
 func (s *scripted) last() (path, body string) {
 	s.mu.Lock()
@@ -224,41 +149,10 @@ func cut(raw string) handler {
 	}
 }
 
-// memConn is a net.Conn reading from fixed segments: one Read returns at
-// most the rest of the current segment.
-type memConn struct {
-	segs [][]byte
-	i    int
-	off  int
-}
-
-func (m *memConn) reset() { m.i, m.off = 0, 0 }
-
-func (m *memConn) Read(p []byte) (int, error) {
-	for m.i < len(m.segs) && m.off == len(m.segs[m.i]) {
-		m.i++
-		m.off = 0
-	}
-	if m.i >= len(m.segs) {
-		return 0, io.EOF
-	}
-	n := copy(p, m.segs[m.i][m.off:])
-	m.off += n
-	return n, nil
-}
-
-func (m *memConn) Write(p []byte) (int, error)      { return len(p), nil }
-func (m *memConn) Close() error                     { return nil }
-func (m *memConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
-func (m *memConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
-func (m *memConn) SetDeadline(time.Time) error      { return nil }
-func (m *memConn) SetReadDeadline(time.Time) error  { return nil }
-func (m *memConn) SetWriteDeadline(time.Time) error { return nil }
-
 // runMem decodes a whole in-memory response with the adapter's own header
 // parser, de-chunker, SSE reader and decoder.
-func runMem(st *streamState, mc *memConn, maxTokens int, sink engines.Sink) (engines.Result, error) {
-	mc.reset()
+func runMem(st *streamState, mc *enginetest.MemConn, maxTokens int, sink engines.Sink) (engines.Result, error) {
+	mc.Reset()
 	if err := st.x.ReadResponse(mc); err != nil {
 		return engines.Result{}, err
 	}

@@ -11,11 +11,9 @@
 package vllm
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"math"
 	"net"
 	"strconv"
@@ -153,18 +151,13 @@ func (a *Adapter) Stream(ctx context.Context, req *engines.Request, sink engines
 	for attempt := 0; ; attempt++ {
 		st.jbody = appendCompletionBody(st.jbody[:0], model, req)
 		st.req = a.hc.AppendRequest(st.req[:0], "POST", "/v1/completions", st.jbody, true)
-		if err := a.hc.Start(ctx, st.req, a.headerTimeout, &st.x); err != nil {
+		errBody, ok, err := a.hc.StartStream(ctx, st.req, a.headerTimeout, &st.x, &st.jbody, maxErrorBody)
+		if err != nil {
 			return engines.Result{Slot: -1}, err
 		}
-		if st.x.Status/100 != 2 {
-			data, rerr := st.x.ReadAll(st.jbody[:0], maxErrorBody)
-			st.jbody = data[:0]
+		if !ok {
 			status := st.x.Status
-			a.hc.Release(&st.x, rerr == nil)
-			if ctx.Err() != nil {
-				return engines.Result{Slot: -1}, ctx.Err()
-			}
-			e := statusError(status, data, &st.dec)
+			e := statusError(status, errBody, &st.dec)
 			if attempt == 0 && a.model == "" && status == 404 {
 				// The cached model name may be stale (the replica was
 				// restarted with another model): look again, retry once.
@@ -174,12 +167,6 @@ func (a *Adapter) Stream(ctx context.Context, req *engines.Request, sink engines
 				}
 			}
 			return engines.Result{Slot: -1}, e
-		}
-		if st.x.HasContentType && !st.x.EventStream {
-			status := st.x.Status
-			a.hc.Release(&st.x, false)
-			return engines.Result{Slot: -1}, &engines.Error{Kind: engines.KindProtocol, Status: status,
-				Message: "engine answered the stream request without text/event-stream"}
 		}
 		res, reusable, err := st.run(ctx, req, sink)
 		a.hc.Release(&st.x, reusable)
@@ -204,13 +191,7 @@ func (st *streamState) run(ctx context.Context, req *engines.Request, sink engin
 	)
 	for {
 		if err := st.rd.Next(&st.ev); err != nil {
-			switch {
-			case errors.Is(err, sse.ErrFrameTooLarge):
-				return st.fail(ctx, tokens, engines.KindProtocol, "engine event exceeds the size limit", err)
-			case httpc.IsProtocolError(err):
-				return st.fail(ctx, tokens, engines.KindProtocol, "malformed chunked body from the engine", err)
-			}
-			return st.fail(ctx, tokens, engines.KindUpstream, "stream ended before the engine's [DONE]", err)
+			return engines.Result{Slot: -1}, false, httpc.ReadError(ctx, err, tokens > 0, "stream ended before the engine's [DONE]")
 		}
 		if err := ctx.Err(); err != nil {
 			// Canceled with frames still buffered: deliver none of them, so
@@ -278,30 +259,13 @@ func (st *streamState) run(ctx context.Context, req *engines.Request, sink engin
 			res.FinishReason = "length"
 		}
 	}
-	return res, st.drain(), nil
+	return res, st.x.DrainEvents(st.rd, &st.ev, drainTimeout), nil
 }
 
 // fail builds the error that ends a stream: ctx.Err() when ctx ended (the
 // read error is then the cancel hook closing the connection).
 func (st *streamState) fail(ctx context.Context, tokens int, kind engines.ErrorKind, msg string, err error) (engines.Result, bool, error) {
-	if ctx.Err() != nil {
-		return engines.Result{Slot: -1}, false, ctx.Err()
-	}
-	return engines.Result{Slot: -1}, false, &engines.Error{Kind: kind, Message: msg, AfterFirstToken: tokens > 0, Err: err}
-}
-
-// drain reads the rest of the body after [DONE] and reports whether it
-// ended cleanly with nothing else in it (the connection is reusable).
-func (st *streamState) drain() bool {
-	var err error
-	if st.x.Body.Finished() {
-		err = st.rd.Next(&st.ev) // cannot block: the body is fully read
-	} else {
-		st.x.SetReadDeadline(time.Now().Add(drainTimeout))
-		err = st.rd.Next(&st.ev)
-		st.x.SetReadDeadline(time.Time{})
-	}
-	return err == io.EOF && st.x.Body.Finished()
+	return engines.Result{Slot: -1}, false, httpc.StreamError(ctx, tokens > 0, kind, msg, err)
 }
 
 // appendCompletionBody appends the request body: deterministic sampling
@@ -332,28 +296,11 @@ func statusError(status int, data []byte, d *decoder) *engines.Error {
 	} else if dm := detailMessage(data); dm != "" {
 		msg = dm
 	}
-	if msg == "" {
-		msg = text.Excerpt(bytes.TrimSpace(data))
-	}
-	if msg == "" {
-		msg = "HTTP " + strconv.Itoa(status)
-	}
-	e := &engines.Error{Status: status, Message: msg}
-	switch {
-	case status == 429:
-		// vLLM has no admission control; a proxy or router in front does.
-		e.Kind = engines.KindOverloaded
-	case status == 503:
-		e.Kind = engines.KindUnavailable
-	case status/100 == 4 && strings.Contains(msg, "maximum context length"):
+	// By status, as httpc maps it; a 429 comes from a proxy or router in
+	// front (vLLM has no admission control).
+	e := httpc.StatusError(status, msg, data)
+	if status/100 == 4 && status != 429 && strings.Contains(e.Message, "maximum context length") {
 		e.Kind = engines.KindContextLength
-	case status/100 == 4:
-		e.Kind = engines.KindInvalidRequest
-	case status >= 500:
-		e.Kind = engines.KindUpstream
-	default:
-		e.Kind = engines.KindProtocol
-		e.Message = "unexpected HTTP status " + strconv.Itoa(status) + ": " + msg
 	}
 	return e
 }

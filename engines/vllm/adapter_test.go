@@ -13,6 +13,7 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
 )
 
 var testReq = &engines.Request{TaskID: "t1", Prompt: "The capital of France is", MaxTokens: 3, Seed: 42}
@@ -54,7 +55,7 @@ func fakeTokens(seed int64, prompt string, n int) []string {
 
 // TestStreamFake runs the adapter against the vLLM fake.
 func TestStreamFake(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	prompt := "The capital of France is"
 	nIn := fake.CountTokens(prompt)
 	for _, tc := range []struct {
@@ -81,7 +82,7 @@ func TestStreamFake(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake(t, tc.o)
 			a := newAdapter(t, f.URL(), Options{})
-			sink := &recSink{}
+			sink := &enginetest.RecSink{}
 			res, err := a.Stream(context.Background(), &engines.Request{Prompt: prompt, MaxTokens: tc.max, Seed: 7}, sink)
 			if err != nil {
 				t.Fatal(err)
@@ -120,7 +121,7 @@ func splitTokens(seed int64, prompt string, n int) []string {
 
 // TestStreamFakeFaults maps every fail mode of the fake to its error.
 func TestStreamFakeFaults(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	for _, tc := range []struct {
 		name      string
 		o         fake.Options
@@ -150,7 +151,7 @@ func TestStreamFakeFaults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake(t, tc.o)
 			a := newAdapter(t, f.URL(), tc.opts)
-			sink := &recSink{}
+			sink := &enginetest.RecSink{}
 			_, err := a.Stream(context.Background(), &tc.req, sink)
 			e, ok := engines.AsError(err)
 			if !ok {
@@ -164,7 +165,7 @@ func TestStreamFakeFaults(t *testing.T) {
 			if got := len(sink.Tokens()); got != tc.tokens {
 				t.Fatalf("%d tokens, want %d", got, tc.tokens)
 			}
-			eventually(t, "the fake to free the slot", func() bool { return f.InFlight() == 0 })
+			enginetest.Eventually(t, "the fake to free the slot", func() bool { return f.InFlight() == 0 })
 		})
 	}
 }
@@ -172,7 +173,7 @@ func TestStreamFakeFaults(t *testing.T) {
 // TestStreamCancel: canceling mid-stream returns ctx.Err() at once, delivers
 // no token after the cancel, and frees the engine's slot (stall included).
 func TestStreamCancel(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	for _, tc := range []struct {
 		name string
 		o    fake.Options
@@ -188,7 +189,7 @@ func TestStreamCancel(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			var atCancel atomic.Int32
-			sink := &recSink{onToken: func(n int) {
+			sink := &enginetest.RecSink{OnToken: func(n int) {
 				if n == 2 {
 					atCancel.Store(int32(n))
 					cancel()
@@ -201,10 +202,10 @@ func TestStreamCancel(t *testing.T) {
 			if got := len(sink.Tokens()); got != int(atCancel.Load()) {
 				t.Fatalf("%d tokens delivered, %d at the cancel", got, atCancel.Load())
 			}
-			eventually(t, "the fake to free the slot", func() bool { return f.InFlight() == 0 })
+			enginetest.Eventually(t, "the fake to free the slot", func() bool { return f.InFlight() == 0 })
 			if tc.o.Fail == "" {
 				// The slot serves the next request.
-				if _, err := a.Stream(context.Background(), &engines.Request{Prompt: "x", MaxTokens: 2}, nopSink{}); err != nil {
+				if _, err := a.Stream(context.Background(), &engines.Request{Prompt: "x", MaxTokens: 2}, enginetest.NopSink{}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -215,7 +216,7 @@ func TestStreamCancel(t *testing.T) {
 	a := newAdapter(t, f.URL(), Options{Model: fakeModel})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := a.Stream(ctx, testReq, nopSink{}); !errors.Is(err, context.Canceled) || f.Requests() != 0 {
+	if _, err := a.Stream(ctx, testReq, enginetest.NopSink{}); !errors.Is(err, context.Canceled) || f.Requests() != 0 {
 		t.Fatalf("err %v, %d requests, want context.Canceled and none", err, f.Requests())
 	}
 }
@@ -225,7 +226,7 @@ const fakeModel = "Qwen/Qwen2.5-1.5B-Instruct"
 // TestStreamQueued: with one slot, a second stream waits in the engine's
 // queue (num_requests_waiting) and runs when the first ends.
 func TestStreamQueued(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	f := newFake(t, fake.Options{Slots: 1, Ctx: 64, ITL: 5 * time.Millisecond})
 	a := newAdapter(t, f.URL(), Options{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -233,7 +234,7 @@ func TestStreamQueued(t *testing.T) {
 	first := make(chan error, 1)
 	started := make(chan struct{})
 	go func() {
-		sink := &recSink{onToken: func(n int) {
+		sink := &enginetest.RecSink{OnToken: func(n int) {
 			if n == 1 {
 				close(started)
 			}
@@ -244,10 +245,10 @@ func TestStreamQueued(t *testing.T) {
 	<-started
 	second := make(chan error, 1)
 	go func() {
-		_, err := a.Stream(context.Background(), &engines.Request{Prompt: "d", MaxTokens: 2}, nopSink{})
+		_, err := a.Stream(context.Background(), &engines.Request{Prompt: "d", MaxTokens: 2}, enginetest.NopSink{})
 		second <- err
 	}()
-	eventually(t, "the second request to wait", func() bool { return f.Deferred() == 1 })
+	enginetest.Eventually(t, "the second request to wait", func() bool { return f.Deferred() == 1 })
 	l, err := a.ScrapeLoad(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -271,10 +272,10 @@ func TestStreamQueued(t *testing.T) {
 // TestStreamRequest checks what goes on the wire, and that the model name
 // is discovered once from /v1/models.
 func TestStreamRequest(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	var models atomic.Int32
 	bodies := make(chan []byte, 4)
-	srv := newServer(t, serveEach(func(n int, path string, body []byte) []byte {
+	srv := enginetest.NewServer(t, enginetest.ServeEach(func(n int, path string, body []byte) []byte {
 		if path == "/v1/models" {
 			models.Add(1)
 			return httpResp("200 OK", `{"object":"list","data":[{"id":"served/one","object":"model","max_model_len":4096},{"id":"alias"}]}`)
@@ -282,10 +283,10 @@ func TestStreamRequest(t *testing.T) {
 		bodies <- body
 		return sseResponse(textEvent(" a", "length"), usageEvent(2, 1), doneEvent)
 	}))
-	a := newAdapter(t, srv.url(), Options{})
+	a := newAdapter(t, srv.URL(), Options{})
 	prompt := "quote\" back\\ nl\n ctrl\x01 é 😀 \u2028 </script>"
 	for range 2 {
-		if _, err := a.Stream(context.Background(), &engines.Request{Prompt: prompt, MaxTokens: 16, Seed: -7}, nopSink{}); err != nil {
+		if _, err := a.Stream(context.Background(), &engines.Request{Prompt: prompt, MaxTokens: 16, Seed: -7}, enginetest.NopSink{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -304,18 +305,18 @@ func TestStreamRequest(t *testing.T) {
 	if !reflect.DeepEqual(body, want) {
 		t.Fatalf("request body\n got %v\nwant %v", body, want)
 	}
-	if srv.accepts.Load() != 1 {
-		t.Fatalf("%d connections for 3 requests, want 1 (keep-alive)", srv.accepts.Load())
+	if srv.Accepts() != 1 {
+		t.Fatalf("%d connections for 3 requests, want 1 (keep-alive)", srv.Accepts())
 	}
 }
 
 // TestStreamModelRefresh: a 404 for the cached model name makes the adapter
 // look the name up again and retry once.
 func TestStreamModelRefresh(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	var current atomic.Value
 	current.Store("old")
-	srv := newServer(t, serveEach(func(n int, path string, body []byte) []byte {
+	srv := enginetest.NewServer(t, enginetest.ServeEach(func(n int, path string, body []byte) []byte {
 		if path == "/v1/models" {
 			return httpResp("200 OK", `{"object":"list","data":[{"id":"`+current.Load().(string)+`"}]}`)
 		}
@@ -324,24 +325,24 @@ func TestStreamModelRefresh(t *testing.T) {
 		}
 		return sseResponse(textEvent(" a", "length"), usageEvent(2, 1), doneEvent)
 	}))
-	a := newAdapter(t, srv.url(), Options{})
-	if _, err := a.Stream(context.Background(), testReq, nopSink{}); err != nil {
+	a := newAdapter(t, srv.URL(), Options{})
+	if _, err := a.Stream(context.Background(), testReq, enginetest.NopSink{}); err != nil {
 		t.Fatal(err)
 	}
 	current.Store("new")
-	if _, err := a.Stream(context.Background(), testReq, nopSink{}); err != nil {
+	if _, err := a.Stream(context.Background(), testReq, enginetest.NopSink{}); err != nil {
 		t.Fatalf("after the model changed: %v", err)
 	}
 	// A fixed Options.Model is never replaced.
-	b := newAdapter(t, srv.url(), Options{Model: "old"})
-	_, err := b.Stream(context.Background(), testReq, nopSink{})
+	b := newAdapter(t, srv.URL(), Options{Model: "old"})
+	_, err := b.Stream(context.Background(), testReq, enginetest.NopSink{})
 	if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindInvalidRequest || e.Status != 404 {
 		t.Fatalf("fixed model: %v", err)
 	}
 }
 
 func TestStreamFrames(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	for _, tc := range []struct {
 		name string
 		evs  []string
@@ -387,9 +388,9 @@ func TestStreamFrames(t *testing.T) {
 		{"compact sse", []string{"data:" + docText1 + "\r\n\r\n", "data:[DONE]\r\n\r\n"},
 			[]string{" Paris"}, engines.Result{TokensOut: 1, FinishReason: "stop", Slot: -1}},
 	} {
-		srv := newServer(t, serveAlways(sseResponse(tc.evs...)))
-		a := newAdapter(t, srv.url(), Options{Model: "m"})
-		sink := &recSink{}
+		srv := enginetest.NewServer(t, enginetest.ServeAlways(sseResponse(tc.evs...)))
+		a := newAdapter(t, srv.URL(), Options{Model: "m"})
+		sink := &enginetest.RecSink{}
 		res, err := a.Stream(context.Background(), testReq, sink)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
@@ -404,7 +405,7 @@ func TestStreamFrames(t *testing.T) {
 }
 
 func TestStreamErrors(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	tok := textEvent(" w", "")
 	for _, tc := range []struct {
 		name     string
@@ -439,7 +440,7 @@ func TestStreamErrors(t *testing.T) {
 		// A clean end of the body without [DONE].
 		{"no done", sseResponse(tok, textEvent(" x", "length"), usageEvent(1, 2)), engines.KindUpstream, 0, "before the engine's [DONE]", 2, true},
 		// The connection closes inside the chunked body.
-		{"cut", append([]byte(streamHeader), rawChunk(tok)+rawChunk(tok)...), engines.KindUpstream, 0, "before the engine's [DONE]", 2, true},
+		{"cut", append([]byte(streamHeader), append(enginetest.Chunk(tok), enginetest.Chunk(tok)...)...), engines.KindUpstream, 0, "before the engine's [DONE]", 2, true},
 		// Cut before any chunk.
 		{"cut early", []byte(streamHeader), engines.KindUpstream, 0, "before the engine's [DONE]", 0, false},
 		// A frame that is not JSON.
@@ -451,9 +452,9 @@ func TestStreamErrors(t *testing.T) {
 		// A 3xx.
 		{"redirect", []byte("HTTP/1.1 307 Temporary Redirect\r\nlocation: /x\r\ncontent-length: 0\r\n\r\n"), engines.KindProtocol, 307, "unexpected HTTP status 307", 0, false},
 	} {
-		srv := newServer(t, serveOnce(tc.resp))
-		a := newAdapter(t, srv.url(), Options{Model: "m"})
-		sink := &recSink{}
+		srv := enginetest.NewServer(t, enginetest.ServeOnce(tc.resp))
+		a := newAdapter(t, srv.URL(), Options{Model: "m"})
+		sink := &enginetest.RecSink{}
 		_, err := a.Stream(context.Background(), testReq, sink)
 		e, ok := engines.AsError(err)
 		if !ok {
@@ -478,15 +479,15 @@ func errString(err error) string {
 // TestStreamFlush: Flush comes before each wait for the engine, once per
 // burst, never after [DONE].
 func TestStreamFlush(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	head := []byte(streamHeader)
 	parts := [][]byte{
-		append(head, rawChunk(textEvent(" a", ""))...),
-		[]byte(rawChunk(textEvent(" b", "")) + rawChunk(textEvent(" c", ""))),
-		[]byte(rawChunk(textEvent(" d", "length")) + rawChunk(usageEvent(1, 4)) + rawChunk(doneEvent) + "0\r\n\r\n"),
+		append(head, enginetest.Chunk(textEvent(" a", ""))...),
+		append(enginetest.Chunk(textEvent(" b", "")), enginetest.Chunk(textEvent(" c", ""))...),
+		enginetest.Chunked(textEvent(" d", "length"), usageEvent(1, 4), doneEvent),
 	}
-	a := newAdapter(t, "http://vllm.test:8000", Options{Model: "m", Dial: memDialer(parts...)})
-	sink := &recSink{}
+	a := newAdapter(t, "http://vllm.test:8000", Options{Model: "m", Dial: enginetest.MemDialer(parts...)})
+	sink := &enginetest.RecSink{}
 	res, err := a.Stream(context.Background(), testReq, sink)
 	if err != nil {
 		t.Fatal(err)
@@ -495,13 +496,13 @@ func TestStreamFlush(t *testing.T) {
 		t.Fatalf("tokens %q, result %+v", sink.Tokens(), res)
 	}
 	// After " a" (one read), after " b"+" c" (one read); " d" comes with [DONE].
-	if sink.flushes != 2 {
-		t.Fatalf("%d flushes, want 2", sink.flushes)
+	if sink.Flushes() != 2 {
+		t.Fatalf("%d flushes, want 2", sink.Flushes())
 	}
 }
 
 func TestHealth(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	// The fake listens only once loaded: connection refused until then.
 	f := newFake(t, fake.Options{Load: 150 * time.Millisecond})
 	a := newAdapter(t, f.URL(), Options{})
@@ -512,20 +513,20 @@ func TestHealth(t *testing.T) {
 	if f.Listening() {
 		t.Fatal("fake listens while loading")
 	}
-	eventually(t, "the fake to load", f.Listening)
+	enginetest.Eventually(t, "the fake to load", f.Listening)
 	if err := a.Health(context.Background()); err != nil {
 		t.Fatalf("loaded: %v", err)
 	}
 	// A dead engine: 503 with an empty body.
-	srv := newServer(t, serveAlways([]byte("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")))
-	b := newAdapter(t, srv.url(), Options{})
+	srv := enginetest.NewServer(t, enginetest.ServeAlways([]byte("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")))
+	b := newAdapter(t, srv.URL(), Options{})
 	err = b.Health(context.Background())
 	if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindUnavailable || e.Status != 503 {
 		t.Fatalf("dead engine: %v", err)
 	}
 	// Any other answer is not ready either.
-	srv2 := newServer(t, serveAlways(httpResp("404 Not Found", `{"detail":"Not Found"}`)))
-	c := newAdapter(t, srv2.url(), Options{})
+	srv2 := enginetest.NewServer(t, enginetest.ServeAlways(httpResp("404 Not Found", `{"detail":"Not Found"}`)))
+	c := newAdapter(t, srv2.URL(), Options{})
 	if e, ok := engines.AsError(c.Health(context.Background())); !ok || e.Kind != engines.KindUnavailable || e.Status != 404 {
 		t.Fatalf("404: %v", e)
 	}
@@ -538,7 +539,7 @@ func TestHealth(t *testing.T) {
 }
 
 func TestProps(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	f := newFake(t, fake.Options{Ctx: 4096, EngineVersion: "0.10.2"})
 	a := newAdapter(t, f.URL(), Options{})
 	p, err := a.Props(context.Background())
@@ -550,7 +551,7 @@ func TestProps(t *testing.T) {
 		t.Fatalf("props %+v, want %+v", p, want)
 	}
 	// Several served names: Options.Model picks its card.
-	srv := newServer(t, serveEach(func(n int, path string, _ []byte) []byte {
+	srv := enginetest.NewServer(t, enginetest.ServeEach(func(n int, path string, _ []byte) []byte {
 		if path == "/version" {
 			return httpResp("200 OK", `{"version":"0.11.0"}`)
 		}
@@ -565,7 +566,7 @@ func TestProps(t *testing.T) {
 		// Not served: the engine's first model, which the reload check sees.
 		{"c", engines.Props{Model: "a", CtxMax: 1024, EngineVersion: "0.11.0"}},
 	} {
-		b := newAdapter(t, srv.url(), Options{Model: tc.model})
+		b := newAdapter(t, srv.URL(), Options{Model: tc.model})
 		if p, err := b.Props(context.Background()); err != nil || p != tc.want {
 			t.Fatalf("Model %q: props %+v, %v, want %+v", tc.model, p, err, tc.want)
 		}
@@ -578,8 +579,8 @@ func TestProps(t *testing.T) {
 		{"not json", "nope", engines.KindProtocol},
 		{"no models", `{"object":"list","data":[]}`, engines.KindProtocol},
 	} {
-		srv := newServer(t, serveAlways(httpResp("200 OK", tc.models)))
-		b := newAdapter(t, srv.url(), Options{})
+		srv := enginetest.NewServer(t, enginetest.ServeAlways(httpResp("200 OK", tc.models)))
+		b := newAdapter(t, srv.URL(), Options{})
 		if _, err := b.Props(context.Background()); err == nil {
 			t.Fatalf("%s: no error", tc.name)
 		} else if e, ok := engines.AsError(err); !ok || e.Kind != tc.kind {
@@ -589,7 +590,7 @@ func TestProps(t *testing.T) {
 }
 
 func TestScrapeLoad(t *testing.T) {
-	leakCheck(t)
+	enginetest.LeakCheck(t)
 	for _, tc := range []struct {
 		name    string
 		metrics string
@@ -624,8 +625,8 @@ vllm:gpu_cache_usage_perc{model_name="m"} 0.5
 		// The counts are required.
 		{"missing", "vllm:kv_cache_usage_perc 0.1\n", engines.Load{}, engines.KindProtocol},
 	} {
-		srv := newServer(t, serveAlways(httpResp("200 OK", tc.metrics)))
-		a := newAdapter(t, srv.url(), Options{})
+		srv := enginetest.NewServer(t, enginetest.ServeAlways(httpResp("200 OK", tc.metrics)))
+		a := newAdapter(t, srv.URL(), Options{})
 		l, err := a.ScrapeLoad(context.Background())
 		if tc.kind != 0 {
 			if e, ok := engines.AsError(err); !ok || e.Kind != tc.kind {
@@ -638,8 +639,8 @@ vllm:gpu_cache_usage_perc{model_name="m"} 0.5
 		}
 	}
 	// A non-200 answer.
-	srv := newServer(t, serveAlways(httpResp("404 Not Found", `{"detail":"Not Found"}`)))
-	a := newAdapter(t, srv.url(), Options{})
+	srv := enginetest.NewServer(t, enginetest.ServeAlways(httpResp("404 Not Found", `{"detail":"Not Found"}`)))
+	a := newAdapter(t, srv.URL(), Options{})
 	if _, err := a.ScrapeLoad(context.Background()); err == nil {
 		t.Fatal("404: no error")
 	}

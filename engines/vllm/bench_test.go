@@ -9,15 +9,16 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
 )
 
 // replayConn replays one response per request written to it: a Write (the
 // next request) rewinds the read side, so a pooled connection serves every
 // stream of a benchmark. One Read returns at most one segment.
-type replayConn struct{ memConn }
+type replayConn struct{ enginetest.MemConn }
 
 func (r *replayConn) Write(p []byte) (int, error) {
-	r.reset()
+	r.Reset()
 	return len(p), nil
 }
 
@@ -39,7 +40,7 @@ func benchStream(n, perRead int) [][]byte {
 	var cur strings.Builder
 	cur.WriteString(streamHeader)
 	for i, e := range evs {
-		cur.WriteString(rawChunk(e))
+		cur.Write(enginetest.Chunk(e))
 		if (i+1)%perRead == 0 {
 			segs = append(segs, []byte(cur.String()))
 			cur.Reset()
@@ -62,7 +63,7 @@ func BenchmarkStream(b *testing.B) {
 		{"burst-16", 16},      // bursts of 16 chunks per read
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			rc := &replayConn{memConn{segs: benchStream(tokens, bc.perRead)}}
+			rc := &replayConn{enginetest.MemConn{Segs: benchStream(tokens, bc.perRead)}}
 			dial := func(context.Context, string, string) (net.Conn, error) { return rc, nil }
 			a, err := New("http://vllm.test:8000", Options{Model: "Qwen/Qwen2.5-1.5B-Instruct", Dial: dial})
 			if err != nil {
@@ -71,13 +72,13 @@ func BenchmarkStream(b *testing.B) {
 			defer a.Close()
 			req := &engines.Request{Prompt: "The capital of France is", MaxTokens: tokens, Seed: 42}
 			ctx := context.Background()
-			if _, err := a.Stream(ctx, req, nopSink{}); err != nil { // warm up buffers and the pool
+			if _, err := a.Stream(ctx, req, enginetest.NopSink{}); err != nil { // warm up buffers and the pool
 				b.Fatal(err)
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				res, err := a.Stream(ctx, req, nopSink{})
+				res, err := a.Stream(ctx, req, enginetest.NopSink{})
 				if err != nil || res.TokensOut != tokens {
 					b.Fatalf("%+v %v", res, err)
 				}
@@ -91,16 +92,16 @@ func BenchmarkStream(b *testing.B) {
 // TestStreamAllocsPerToken pins the steady state: a stream allocates a
 // bounded amount whatever its length (nothing per token).
 func TestStreamAllocsPerToken(t *testing.T) {
-	if raceEnabled {
+	if enginetest.RaceEnabled {
 		t.Skip("allocation counts differ under -race")
 	}
 	measure := func(tokens int) float64 {
-		rc := &replayConn{memConn{segs: benchStream(tokens, 1)}}
+		rc := &replayConn{enginetest.MemConn{Segs: benchStream(tokens, 1)}}
 		dial := func(context.Context, string, string) (net.Conn, error) { return rc, nil }
 		a := newAdapter(t, "http://vllm.test:8000", Options{Model: "m", Dial: dial})
 		req := &engines.Request{Prompt: "p", MaxTokens: tokens, Seed: 1}
 		run := func() {
-			if res, err := a.Stream(context.Background(), req, nopSink{}); err != nil || res.TokensOut != tokens {
+			if res, err := a.Stream(context.Background(), req, enginetest.NopSink{}); err != nil || res.TokensOut != tokens {
 				t.Fatalf("%+v %v", res, err)
 			}
 		}
@@ -136,7 +137,7 @@ func BenchmarkStreamFake(b *testing.B) {
 	b.ReportAllocs()
 	start := time.Now()
 	for b.Loop() {
-		if _, err := a.Stream(context.Background(), req, nopSink{}); err != nil {
+		if _, err := a.Stream(context.Background(), req, enginetest.NopSink{}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,6 +1,15 @@
 package vllm
 
-import "bytes"
+import (
+	"bytes"
+	"errors"
+
+	"github.com/llama-orch/llama-orch/engines/internal/jsonscan"
+)
+
+// errSyntax is returned by decode for data that is not one valid JSON
+// object.
+var errSyntax = errors.New("vllm: frame is not a valid JSON object")
 
 // chunk is what the adapter reads from one SSE data frame of a vLLM stream
 // (ENGINES.md §2). Its byte slices point into the scanned data or the
@@ -34,8 +43,9 @@ type chunk struct {
 	errCode    int
 }
 
-// decoder scans chunks (scan.go): no allocation per chunk once its
-// scratch buffers have grown.
+// decoder scans chunks with package jsonscan's validating scanner, which
+// accepts exactly the documents encoding/json accepts (FuzzDecode checks
+// that): no allocation per chunk once its scratch buffers have grown.
 type decoder struct {
 	textBuf, contentBuf, finishBuf  []byte
 	msgBuf, typeBuf, objBuf, keyBuf []byte
@@ -67,12 +77,12 @@ func (d *decoder) decode(data []byte, c *chunk) error {
 	}
 	d.topMessage, d.topType, d.topCode, d.flat = nil, nil, 0, false
 	b := data
-	i := ws(b, 0)
+	i := jsonscan.WS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return errSyntax
 	}
 	i, ok := d.topObject(b, i, c)
-	if !ok || ws(b, i) != len(b) {
+	if !ok || jsonscan.WS(b, i) != len(b) {
 		*c = chunk{}
 		return errSyntax
 	}
@@ -84,12 +94,12 @@ func (d *decoder) decode(data []byte, c *chunk) error {
 }
 
 func (d *decoder) topObject(b []byte, i int, c *chunk) (int, bool) {
-	i, more := open(b, i)
+	i, more := jsonscan.Open(b, i)
 	if !more {
 		return i, true
 	}
 	for {
-		key, j, ok := member(b, i, &d.keyBuf)
+		key, j, ok := jsonscan.Member(b, i, &d.keyBuf)
 		if !ok {
 			return j, false
 		}
@@ -100,7 +110,7 @@ func (d *decoder) topObject(b []byte, i int, c *chunk) (int, bool) {
 			if i < len(b) && b[i] == '[' {
 				i, ok = d.choices(b, i, c)
 			} else {
-				i, ok = skip(b, i, 1)
+				i, ok = jsonscan.Skip(b, i, 1)
 			}
 		case "usage":
 			c.hasUsage, c.completionTokens, c.promptTokens = false, 0, 0
@@ -108,7 +118,7 @@ func (d *decoder) topObject(b []byte, i int, c *chunk) (int, bool) {
 				c.hasUsage = true
 				i, ok = d.usage(b, i, c)
 			} else {
-				i, ok = skip(b, i, 1)
+				i, ok = jsonscan.Skip(b, i, 1)
 			}
 		case "error":
 			c.hasError, c.errMessage, c.errType, c.errCode = false, nil, nil, 0
@@ -118,27 +128,27 @@ func (d *decoder) topObject(b []byte, i int, c *chunk) (int, bool) {
 				i, ok = d.errorObject(b, i, c)
 			case i < len(b) && b[i] == '"':
 				c.hasError = true
-				c.errMessage, i, ok = stringValue(b, i, 1, &d.msgBuf)
+				c.errMessage, i, ok = jsonscan.String(b, i, 1, &d.msgBuf)
 			default:
-				i, ok = skip(b, i, 1)
+				i, ok = jsonscan.Skip(b, i, 1)
 			}
 		case "object":
 			var obj []byte
-			obj, i, ok = stringValue(b, i, 1, &d.objBuf)
+			obj, i, ok = jsonscan.String(b, i, 1, &d.objBuf)
 			d.flat = string(obj) == "error"
 		case "message":
-			d.topMessage, i, ok = stringValue(b, i, 1, &d.topMsgBuf)
+			d.topMessage, i, ok = jsonscan.String(b, i, 1, &d.topMsgBuf)
 		case "type":
-			d.topType, i, ok = stringValue(b, i, 1, &d.topTypeBuf)
+			d.topType, i, ok = jsonscan.String(b, i, 1, &d.topTypeBuf)
 		case "code":
-			d.topCode, _, i, ok = intValue(b, i, 1)
+			d.topCode, _, i, ok = jsonscan.Int(b, i, 1)
 		default:
-			i, ok = skip(b, i, 1)
+			i, ok = jsonscan.Skip(b, i, 1)
 		}
 		if !ok {
 			return i, false
 		}
-		if i, more, ok = next(b, i); !ok || !more {
+		if i, more, ok = jsonscan.Next(b, i); !ok || !more {
 			return i, ok
 		}
 	}
@@ -147,76 +157,65 @@ func (d *decoder) topObject(b []byte, i int, c *chunk) (int, bool) {
 // choices reads the array: its first element, if an object, is the choice
 // (n=1); the rest are validated and skipped.
 func (d *decoder) choices(b []byte, i int, c *chunk) (int, bool) {
-	i = ws(b, i+1)
-	if i < len(b) && b[i] == ']' {
-		return i + 1, true
-	}
-	for n := 0; ; n++ {
+	i, more := jsonscan.OpenArray(b, i)
+	for n := 0; more; n++ {
 		var ok bool
 		if n == 0 && i < len(b) && b[i] == '{' {
 			c.hasChoice = true
 			i, ok = d.choice(b, i, c)
 		} else {
-			i, ok = skip(b, i, 2)
+			i, ok = jsonscan.Skip(b, i, 2)
 		}
 		if !ok {
 			return i, false
 		}
-		i = ws(b, i)
-		if i >= len(b) {
-			return i, false
-		}
-		switch b[i] {
-		case ',':
-			i = ws(b, i+1)
-		case ']':
-			return i + 1, true
-		default:
+		if i, more, ok = jsonscan.NextElem(b, i); !ok {
 			return i, false
 		}
 	}
+	return i, true
 }
 
 // choice reads choices[0]: text (completions) or delta.content (chat),
 // finish_reason, token_ids.
 func (d *decoder) choice(b []byte, i int, c *chunk) (int, bool) {
-	i, more := open(b, i)
+	i, more := jsonscan.Open(b, i)
 	var text, content []byte
 	hasText := false
 	for more {
-		key, j, ok := member(b, i, &d.keyBuf)
+		key, j, ok := jsonscan.Member(b, i, &d.keyBuf)
 		if !ok {
 			return j, false
 		}
 		i = j
 		switch string(key) {
 		case "text":
-			text, i, ok = stringValue(b, i, 3, &d.textBuf)
+			text, i, ok = jsonscan.String(b, i, 3, &d.textBuf)
 			hasText = i > j && b[j] == '"'
 		case "delta":
 			content = nil
 			if i < len(b) && b[i] == '{' {
 				content, i, ok = d.delta(b, i)
 			} else {
-				i, ok = skip(b, i, 3)
+				i, ok = jsonscan.Skip(b, i, 3)
 			}
 		case "finish_reason":
-			c.finish, i, ok = stringValue(b, i, 3, &d.finishBuf)
+			c.finish, i, ok = jsonscan.String(b, i, 3, &d.finishBuf)
 		case "token_ids":
 			c.nTokenIDs, c.hasTokenIDs = 0, false
 			if i < len(b) && b[i] == '[' {
 				c.hasTokenIDs = true
-				c.nTokenIDs, i, ok = countArray(b, i, 3)
+				c.nTokenIDs, i, ok = jsonscan.CountArray(b, i, 3)
 			} else {
-				i, ok = skip(b, i, 3)
+				i, ok = jsonscan.Skip(b, i, 3)
 			}
 		default:
-			i, ok = skip(b, i, 3)
+			i, ok = jsonscan.Skip(b, i, 3)
 		}
 		if !ok {
 			return i, false
 		}
-		if i, more, ok = next(b, i); !ok {
+		if i, more, ok = jsonscan.Next(b, i); !ok {
 			return i, false
 		}
 	}
@@ -230,77 +229,48 @@ func (d *decoder) choice(b []byte, i int, c *chunk) (int, bool) {
 
 // delta reads a chat delta object; only content is kept.
 func (d *decoder) delta(b []byte, i int) (content []byte, j int, ok bool) {
-	i, more := open(b, i)
+	i, more := jsonscan.Open(b, i)
 	for more {
-		key, k, ok := member(b, i, &d.keyBuf)
+		key, k, ok := jsonscan.Member(b, i, &d.keyBuf)
 		if !ok {
 			return nil, k, false
 		}
 		i = k
 		if string(key) == "content" {
-			content, i, ok = stringValue(b, i, 4, &d.contentBuf)
+			content, i, ok = jsonscan.String(b, i, 4, &d.contentBuf)
 		} else {
-			i, ok = skip(b, i, 4)
+			i, ok = jsonscan.Skip(b, i, 4)
 		}
 		if !ok {
 			return nil, i, false
 		}
-		if i, more, ok = next(b, i); !ok {
+		if i, more, ok = jsonscan.Next(b, i); !ok {
 			return nil, i, false
 		}
 	}
 	return content, i, true
 }
 
-// countArray validates the array at i and counts its elements.
-func countArray(b []byte, i, depth int) (n, j int, ok bool) {
-	if depth >= maxDepth {
-		return 0, i, false
-	}
-	i = ws(b, i+1)
-	if i < len(b) && b[i] == ']' {
-		return 0, i + 1, true
-	}
-	for {
-		if i, ok = skip(b, i, depth+1); !ok {
-			return 0, i, false
-		}
-		n++
-		i = ws(b, i)
-		if i >= len(b) {
-			return 0, i, false
-		}
-		switch b[i] {
-		case ',':
-			i = ws(b, i+1)
-		case ']':
-			return n, i + 1, true
-		default:
-			return 0, i, false
-		}
-	}
-}
-
 func (d *decoder) usage(b []byte, i int, c *chunk) (int, bool) {
-	i, more := open(b, i)
+	i, more := jsonscan.Open(b, i)
 	for more {
-		key, j, ok := member(b, i, &d.keyBuf)
+		key, j, ok := jsonscan.Member(b, i, &d.keyBuf)
 		if !ok {
 			return j, false
 		}
 		i = j
 		switch string(key) {
 		case "completion_tokens":
-			c.completionTokens, _, i, ok = intValue(b, i, 2)
+			c.completionTokens, _, i, ok = jsonscan.Int(b, i, 2)
 		case "prompt_tokens":
-			c.promptTokens, _, i, ok = intValue(b, i, 2)
+			c.promptTokens, _, i, ok = jsonscan.Int(b, i, 2)
 		default:
-			i, ok = skip(b, i, 2)
+			i, ok = jsonscan.Skip(b, i, 2)
 		}
 		if !ok {
 			return i, false
 		}
-		if i, more, ok = next(b, i); !ok {
+		if i, more, ok = jsonscan.Next(b, i); !ok {
 			return i, false
 		}
 	}
@@ -308,27 +278,27 @@ func (d *decoder) usage(b []byte, i int, c *chunk) (int, bool) {
 }
 
 func (d *decoder) errorObject(b []byte, i int, c *chunk) (int, bool) {
-	i, more := open(b, i)
+	i, more := jsonscan.Open(b, i)
 	for more {
-		key, j, ok := member(b, i, &d.keyBuf)
+		key, j, ok := jsonscan.Member(b, i, &d.keyBuf)
 		if !ok {
 			return j, false
 		}
 		i = j
 		switch string(key) {
 		case "message":
-			c.errMessage, i, ok = stringValue(b, i, 2, &d.msgBuf)
+			c.errMessage, i, ok = jsonscan.String(b, i, 2, &d.msgBuf)
 		case "type":
-			c.errType, i, ok = stringValue(b, i, 2, &d.typeBuf)
+			c.errType, i, ok = jsonscan.String(b, i, 2, &d.typeBuf)
 		case "code":
-			c.errCode, _, i, ok = intValue(b, i, 2)
+			c.errCode, _, i, ok = jsonscan.Int(b, i, 2)
 		default:
-			i, ok = skip(b, i, 2)
+			i, ok = jsonscan.Skip(b, i, 2)
 		}
 		if !ok {
 			return i, false
 		}
-		if i, more, ok = next(b, i); !ok {
+		if i, more, ok = jsonscan.Next(b, i); !ok {
 			return i, false
 		}
 	}

@@ -4,43 +4,26 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net"
 	"net/http/httputil"
 	"os"
 	"testing"
-	"time"
+
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
 )
 
 // streamHeader is a llama.cpp stream response header, as captured.
 const streamHeader = "HTTP/1.1 200 OK\r\nServer: llama.cpp\r\nAccess-Control-Allow-Origin: \r\nX-Accel-Buffering: no\r\n" +
 	"Content-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nKeep-Alive: timeout=5, max=100\r\n\r\n"
 
-// countConn is a memConn that counts network reads.
+// countConn is a MemConn that counts network reads.
 type countConn struct {
-	memConn
+	enginetest.MemConn
 	reads int
 }
 
 func (c *countConn) Read(p []byte) (int, error) {
 	c.reads++
-	return c.memConn.Read(p)
-}
-
-// splitAt cuts b into segments at the given positions (mod len(b)).
-func splitAt(b []byte, cuts ...int) [][]byte {
-	var segs [][]byte
-	prev := 0
-	for _, c := range cuts {
-		if len(b) == 0 {
-			break
-		}
-		c = c % (len(b) + 1)
-		if c > prev {
-			segs = append(segs, b[prev:c])
-			prev = c
-		}
-	}
-	return append(segs, b[prev:])
+	return c.MemConn.Read(p)
 }
 
 // readAllChecked reads a body to its end in small reads, checking the
@@ -74,7 +57,7 @@ func TestChunkedBody(t *testing.T) {
 	f := func(name, in, want string, ok bool) {
 		t.Helper()
 		for _, step := range []int{1, 3, 4096} {
-			cc := &countConn{memConn: memConn{segs: [][]byte{[]byte(in)}}}
+			cc := &countConn{MemConn: enginetest.MemConn{Segs: [][]byte{[]byte(in)}}}
 			c := newConn(cc)
 			var b Body
 			b.reset(c, &response{chunked: true, length: -1})
@@ -114,7 +97,7 @@ func TestLengthAndCloseBodies(t *testing.T) {
 		{"length zero", response{length: 0}, "abc", "", true},      // no body
 		{"close", response{length: -1, close: true}, "abc", "abc", true},
 	} {
-		cc := &countConn{memConn: memConn{segs: [][]byte{[]byte(tc.in)}}}
+		cc := &countConn{MemConn: enginetest.MemConn{Segs: [][]byte{[]byte(tc.in)}}}
 		var b Body
 		b.reset(newConn(cc), &tc.resp)
 		got, err := readAllChecked(t, &b, cc, 2)
@@ -157,13 +140,13 @@ func TestParseHeader(t *testing.T) {
 
 // TestReadResponseInterim skips 1xx responses and bounds the header size.
 func TestReadResponseInterim(t *testing.T) {
-	c := newConn(&memConn{segs: [][]byte{[]byte("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")}})
+	c := newConn(&enginetest.MemConn{Segs: [][]byte{[]byte("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")}})
 	var r response
 	if _, err := c.readResponse(&r); err != nil || r.status != 200 || c.buffered() != 1 {
 		t.Fatalf("%+v %v", r, err)
 	}
 	big := append([]byte("HTTP/1.1 200 OK\r\n"), bytes.Repeat([]byte("X-A: b\r\n"), 4000)...)
-	c = newConn(&memConn{segs: [][]byte{big}})
+	c = newConn(&enginetest.MemConn{Segs: [][]byte{big}})
 	if _, err := c.readResponse(&r); !errors.Is(err, errHeaderTooLarge) {
 		t.Fatalf("huge header: %v", err)
 	}
@@ -181,7 +164,7 @@ func FuzzChunkedBody(f *testing.F) {
 		f.Add(raw[bytes.Index(raw, []byte("\r\n\r\n"))+4:], uint16(130), uint16(700))
 	}
 	f.Fuzz(func(t *testing.T, in []byte, cut1, cut2 uint16) {
-		cc := &countConn{memConn: memConn{segs: splitAt(in, int(cut1), int(cut2))}}
+		cc := &countConn{MemConn: enginetest.MemConn{Segs: enginetest.SplitAt(in, int(cut1), int(cut2))}}
 		var b Body
 		b.reset(newConn(cc), &response{chunked: true, length: -1})
 		got, err := readAllChecked(t, &b, cc, 7)
@@ -191,34 +174,3 @@ func FuzzChunkedBody(f *testing.F) {
 		}
 	})
 }
-
-// memConn is a net.Conn reading from fixed segments: one Read returns at
-// most the rest of the current segment.
-type memConn struct {
-	segs [][]byte
-	i    int
-	off  int
-}
-
-func (m *memConn) reset() { m.i, m.off = 0, 0 }
-
-func (m *memConn) Read(p []byte) (int, error) {
-	for m.i < len(m.segs) && m.off == len(m.segs[m.i]) {
-		m.i++
-		m.off = 0
-	}
-	if m.i >= len(m.segs) {
-		return 0, io.EOF
-	}
-	n := copy(p, m.segs[m.i][m.off:])
-	m.off += n
-	return n, nil
-}
-
-func (m *memConn) Write(p []byte) (int, error)      { return len(p), nil }
-func (m *memConn) Close() error                     { return nil }
-func (m *memConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
-func (m *memConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
-func (m *memConn) SetDeadline(time.Time) error      { return nil }
-func (m *memConn) SetReadDeadline(time.Time) error  { return nil }
-func (m *memConn) SetWriteDeadline(time.Time) error { return nil }

@@ -1,6 +1,7 @@
 package text
 
 import (
+	"encoding/json"
 	"testing"
 	"unicode/utf8"
 )
@@ -68,4 +69,39 @@ func FuzzCarry(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestIncompleteTail(t *testing.T) {
+	f := func(in string, want int) {
+		t.Helper()
+		if got := IncompleteTail([]byte(in)); got != want {
+			t.Errorf("IncompleteTail(%q) = %d, want %d", in, got, want)
+		}
+	}
+	f("", 0)
+	f("abc", 0)
+	f("é", 0)
+	f("😀", 0)
+	f("a\xF0", 1)         // 4-byte lead alone
+	f("a\xF0\x9F", 2)     // lead + one continuation
+	f("a\xF0\x9F\x98", 3) // lead + two continuations
+	f("\xE2\x82", 2)      // 3-byte char cut
+	f("\xC3", 1)          // 2-byte char cut
+	f("\xF0\x41", 0)      // lead then ASCII: invalid, not incomplete
+	f("\xE0\x80", 0)      // overlong prefix: invalid, not incomplete
+	f("\x9F\x98", 0)      // stray continuations: invalid
+	f("\xFF", 0)          // never valid
+}
+
+func TestAppendValidUTF8(t *testing.T) {
+	for _, in := range []string{"", "abc", "é😀", "a\xFFb", "\xF0\x9F", "\xED\xA0\x80", "\xC0\xAF"} {
+		got := string(AppendValid(nil, []byte(in)))
+		var s string
+		if err := json.Unmarshal(append(append([]byte(`"`), in...), '"'), &s); err != nil {
+			t.Fatal(err)
+		}
+		if got != s || !utf8.ValidString(got) {
+			t.Errorf("AppendValid(%q) = %q, encoding/json gives %q", in, got, s)
+		}
+	}
 }

@@ -1,15 +1,32 @@
-package vllm
-
-// A validating JSON scanner for the per-token path, shared in shape with
-// the llama.cpp adapter's (engines/llamacpp/scan.go, whose primitives these
-// are): positions stay in registers, unknown values are validated and
-// skipped without decoding, strings are scanned eight bytes at a time, and
-// nothing allocates once the scratch buffers have grown. It accepts exactly
-// the documents encoding/json accepts (FuzzDecode checks that).
+// Package jsonscan holds the primitives of the engine adapters' validating,
+// zero-allocation JSON scanners (llama.cpp frames, vLLM chunks): the
+// per-token path reads a few members of each frame and must not pay for a
+// general decoder.
+//
+// The scanner is a set of functions over (b, i) — the document and a
+// position in it — rather than methods on a cursor struct, so that the
+// position stays in registers; the small ones inline into their callers.
+// Each adapter writes its own frame walker from them, switching on member
+// keys. Unknown values are validated and skipped without being decoded;
+// strings are scanned eight bytes at a time; nothing allocates beyond the
+// scratch buffers the caller passes (for strings with escapes).
+//
+// Together they accept exactly the documents encoding/json accepts,
+// nesting limit included. A string's escapes are decoded as encoding/json
+// decodes them (lone surrogates become U+FFFD), but its raw bytes are
+// passed through untouched even when they are not valid UTF-8: an adapter
+// joins a character split across frames before replacing what stays
+// invalid (text.Carry, text.AppendValid).
+//
+// Conventions: every function takes the position i of the value (or
+// separator) to read, after any whitespace, and returns the position j just
+// after it; ok is false when the document is not valid JSON there. depth is
+// the nesting depth of the container holding the value (1 for a member of
+// the top-level object).
+package jsonscan
 
 import (
 	"encoding/binary"
-	"errors"
 	"math"
 	"math/bits"
 	"strconv"
@@ -17,16 +34,12 @@ import (
 	"unicode/utf8"
 )
 
-// errSyntax is returned by decode for data that is not one valid JSON
-// object.
-var errSyntax = errors.New("vllm: frame is not a valid JSON object")
-
-// maxDepth matches encoding/json's nesting limit, so that the scanner and
+// MaxDepth matches encoding/json's nesting limit, so that the scanner and
 // encoding/json agree on which documents are valid.
-const maxDepth = 10000
+const MaxDepth = 10000
 
-// ws skips whitespace; the check for none (compact JSON) is inlined.
-func ws(b []byte, i int) int {
+// WS skips whitespace from i; the check for none (compact JSON) is inlined.
+func WS(b []byte, i int) int {
 	if i < len(b) && b[i] > ' ' {
 		return i
 	}
@@ -40,37 +53,48 @@ func wsSlow(b []byte, i int) int {
 	return i
 }
 
-// member reads `"key" :` at i and returns the key and the position of the
-// value. The key is decoded (into *keyBuf) only when it holds escapes.
-func member(b []byte, i int, keyBuf *[]byte) (key []byte, j int, ok bool) {
+// Open consumes the '{' at i; more reports whether the object has members
+// (j is then at the first key).
+func Open(b []byte, i int) (j int, more bool) {
+	i = WS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, false
+	}
+	return i, true
+}
+
+// Member reads `"key" :` at i and returns the key and the position of the
+// value. The key points into b, or into *keyBuf when it holds escapes
+// (decoded there), and stays valid until the next use of *keyBuf.
+func Member(b []byte, i int, keyBuf *[]byte) (key []byte, j int, ok bool) {
 	if i >= len(b) || b[i] != '"' {
 		return nil, i, false
 	}
-	end, esc, ok := scanString(b, i)
+	end, esc, ok := ScanString(b, i)
 	if !ok {
 		return nil, i, false
 	}
 	key = b[i+1 : end-1]
 	if esc {
-		*keyBuf = appendUnescaped((*keyBuf)[:0], key)
+		*keyBuf = AppendUnescaped((*keyBuf)[:0], key)
 		key = *keyBuf
 	}
-	j = ws(b, end)
+	j = WS(b, end)
 	if j >= len(b) || b[j] != ':' {
 		return nil, j, false
 	}
-	return key, ws(b, j+1), true
+	return key, WS(b, j+1), true
 }
 
-// next consumes the separator after a member value: more is true when
+// Next consumes the separator after a member value: more is true when
 // another member follows (j is then at its key), false after the closing
 // brace.
-func next(b []byte, i int) (j int, more, ok bool) {
-	i = ws(b, i)
+func Next(b []byte, i int) (j int, more, ok bool) {
+	i = WS(b, i)
 	if i < len(b) {
 		switch b[i] {
 		case ',':
-			return ws(b, i+1), true, true
+			return WS(b, i+1), true, true
 		case '}':
 			return i + 1, false, true
 		}
@@ -78,39 +102,58 @@ func next(b []byte, i int) (j int, more, ok bool) {
 	return i, false, false
 }
 
-// open consumes '{' at i; more reports whether the object has members.
-func open(b []byte, i int) (j int, more bool) {
-	i = ws(b, i+1)
-	if i < len(b) && b[i] == '}' {
+// OpenArray consumes the '[' at i; more reports whether the array has
+// elements (j is then at the first one).
+func OpenArray(b []byte, i int) (j int, more bool) {
+	i = WS(b, i+1)
+	if i < len(b) && b[i] == ']' {
 		return i + 1, false
 	}
 	return i, true
 }
 
-// stringValue reads a string at i (decoding escapes into *buf when needed);
-// any other value is skipped and yields nil.
-func stringValue(b []byte, i, depth int, buf *[]byte) (s []byte, j int, ok bool) {
+// NextElem consumes the separator after an array element: more is true when
+// another element follows (j is then at it), false after the closing
+// bracket.
+func NextElem(b []byte, i int) (j int, more, ok bool) {
+	i = WS(b, i)
+	if i < len(b) {
+		switch b[i] {
+		case ',':
+			return WS(b, i+1), true, true
+		case ']':
+			return i + 1, false, true
+		}
+	}
+	return i, false, false
+}
+
+// String reads a string at i, decoding its escapes into *buf when it has
+// any (s then points into *buf, valid until its next use; else into b). Any
+// other value is validated, skipped and yields nil.
+func String(b []byte, i, depth int, buf *[]byte) (s []byte, j int, ok bool) {
 	if i >= len(b) || b[i] != '"' {
-		j, ok = skip(b, i, depth)
+		j, ok = Skip(b, i, depth)
 		return nil, j, ok
 	}
-	end, esc, ok := scanString(b, i)
+	end, esc, ok := ScanString(b, i)
 	if !ok {
 		return nil, i, false
 	}
 	s = b[i+1 : end-1]
 	if esc {
-		*buf = appendUnescaped((*buf)[:0], s)
+		*buf = AppendUnescaped((*buf)[:0], s)
 		s = *buf
 	}
 	return s, end, true
 }
 
-// intValue reads a number at i as an int (fractions truncated, out-of-range
-// values clamped); has is false for any other value, which is skipped.
-func intValue(b []byte, i, depth int) (v int, has bool, j int, ok bool) {
-	if i >= len(b) || !isNumberStart(b[i]) {
-		j, ok = skip(b, i, depth)
+// Int reads a number at i as an int: fractions are truncated, values out of
+// range are clamped. has is false for any other value, which is validated
+// and skipped.
+func Int(b []byte, i, depth int) (v int, has bool, j int, ok bool) {
+	if i >= len(b) || !IsNumberStart(b[i]) {
+		j, ok = Skip(b, i, depth)
 		return 0, false, j, ok
 	}
 	// Fast path: a plain integer of 1 to 18 digits, without leading zeros.
@@ -131,7 +174,7 @@ func intValue(b []byte, i, depth int) (v int, has bool, j int, ok bool) {
 		}
 		return n, true, i, true
 	}
-	if i, ok = number(b, start); !ok {
+	if i, ok = Number(b, start); !ok {
 		return 0, false, i, false
 	}
 	fv, _ := strconv.ParseFloat(string(b[start:i]), 64)
@@ -144,10 +187,11 @@ func intValue(b []byte, i, depth int) (v int, has bool, j int, ok bool) {
 	return int(fv), true, i, true
 }
 
-func isNumberStart(c byte) bool { return c == '-' || (c >= '0' && c <= '9') }
+// IsNumberStart reports whether c can start a JSON number.
+func IsNumberStart(c byte) bool { return c == '-' || (c >= '0' && c <= '9') }
 
-// number validates a JSON number at i and returns its end.
-func number(b []byte, i int) (int, bool) {
+// Number validates a JSON number at i and returns its end.
+func Number(b []byte, i int) (int, bool) {
 	if i < len(b) && b[i] == '-' {
 		i++
 	}
@@ -217,9 +261,10 @@ func specialMask(x uint64) uint64 {
 	return ((q-lsb)&^q | (bs-lsb)&^bs | (x-0x20*lsb)&^x) & msb
 }
 
-// scanString validates the string whose opening quote is at i and returns
-// the position after its closing quote and whether it holds escapes.
-func scanString(b []byte, i int) (end int, esc bool, ok bool) {
+// ScanString validates the string whose opening quote is at i and returns
+// the position after its closing quote and whether it holds escapes (its
+// inside, b[i+1:end-1], is then to be decoded with AppendUnescaped).
+func ScanString(b []byte, i int) (end int, esc bool, ok bool) {
 	i++
 	for {
 		// Eight bytes at a time; bytewise only for a short tail.
@@ -283,11 +328,12 @@ func hex4(b []byte) rune {
 	return r
 }
 
-// appendUnescaped appends the decoded form of s, the validated inside of a
-// JSON string, to dst. \uXXXX escapes follow encoding/json: a valid surrogate
-// pair is joined, any other surrogate becomes U+FFFD. Raw bytes are copied
-// as they are (see frame.content).
-func appendUnescaped(dst, s []byte) []byte {
+// AppendUnescaped appends the decoded form of s, the inside of a string
+// that ScanString validated, to dst. \uXXXX escapes follow encoding/json: a
+// valid surrogate pair is joined, any other surrogate becomes U+FFFD. Raw
+// bytes are copied as they are, even when not valid UTF-8 (see the package
+// doc).
+func AppendUnescaped(dst, s []byte) []byte {
 	for i := 0; i < len(s); {
 		if s[i] != '\\' {
 			j := i + 1
@@ -332,69 +378,55 @@ func appendUnescaped(dst, s []byte) []byte {
 	return dst
 }
 
-// skip validates and skips any JSON value at i. depth is the nesting depth
-// of the container holding the value.
-func skip(b []byte, i, depth int) (int, bool) {
+// Skip validates and skips any JSON value at i.
+func Skip(b []byte, i, depth int) (int, bool) {
 	if i >= len(b) {
 		return i, false
 	}
 	switch c := b[i]; c {
 	case '"':
-		end, _, ok := scanString(b, i)
+		end, _, ok := ScanString(b, i)
 		return end, ok
 	case '{':
-		if depth >= maxDepth {
+		if depth >= MaxDepth {
 			return i, false
 		}
-		i, more := open(b, i)
-		if !more {
-			return i, true
-		}
-		for {
+		i, more := Open(b, i)
+		for more {
 			if i >= len(b) || b[i] != '"' {
 				return i, false
 			}
-			end, _, ok := scanString(b, i)
+			end, _, ok := ScanString(b, i)
 			if !ok {
 				return i, false
 			}
-			i = ws(b, end)
+			i = WS(b, end)
 			if i >= len(b) || b[i] != ':' {
 				return i, false
 			}
-			if i, ok = skip(b, ws(b, i+1), depth+1); !ok {
+			if i, ok = Skip(b, WS(b, i+1), depth+1); !ok {
 				return i, false
 			}
-			if i, more, ok = next(b, i); !ok || !more {
-				return i, ok
+			if i, more, ok = Next(b, i); !ok {
+				return i, false
 			}
 		}
+		return i, true
 	case '[':
-		if depth >= maxDepth {
+		if depth >= MaxDepth {
 			return i, false
 		}
-		i = ws(b, i+1)
-		if i < len(b) && b[i] == ']' {
-			return i + 1, true
-		}
-		for {
+		i, more := OpenArray(b, i)
+		for more {
 			var ok bool
-			if i, ok = skip(b, i, depth+1); !ok {
+			if i, ok = Skip(b, i, depth+1); !ok {
 				return i, false
 			}
-			i = ws(b, i)
-			if i >= len(b) {
-				return i, false
-			}
-			switch b[i] {
-			case ',':
-				i = ws(b, i+1)
-			case ']':
-				return i + 1, true
-			default:
+			if i, more, ok = NextElem(b, i); !ok {
 				return i, false
 			}
 		}
+		return i, true
 	case 't':
 		return literal(b, i, "true")
 	case 'f':
@@ -402,9 +434,28 @@ func skip(b []byte, i, depth int) (int, bool) {
 	case 'n':
 		return literal(b, i, "null")
 	default:
-		if isNumberStart(c) {
-			return number(b, i)
+		if IsNumberStart(c) {
+			return Number(b, i)
 		}
 		return i, false
 	}
+}
+
+// CountArray validates the array whose '[' is at i and counts its elements
+// (depth as for Skip).
+func CountArray(b []byte, i, depth int) (n, j int, ok bool) {
+	if depth >= MaxDepth {
+		return 0, i, false
+	}
+	i, more := OpenArray(b, i)
+	for more {
+		if i, ok = Skip(b, i, depth+1); !ok {
+			return 0, i, false
+		}
+		n++
+		if i, more, ok = NextElem(b, i); !ok {
+			return 0, i, false
+		}
+	}
+	return n, i, true
 }

@@ -1,5 +1,0 @@
-//go:build race
-
-package llamacpp
-
-const raceEnabled = true

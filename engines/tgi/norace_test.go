@@ -1,5 +1,0 @@
-//go:build !race
-
-package tgi
-
-const raceEnabled = false

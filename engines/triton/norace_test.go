@@ -1,5 +1,0 @@
-//go:build !race
-
-package triton
-
-const raceEnabled = false
