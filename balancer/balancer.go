@@ -38,6 +38,11 @@ type Replica struct {
 	// Index is the replica's position in its pool (for callers that keep
 	// per-replica state in parallel slices).
 	Index int
+	// Owner is the caller's own per-replica data (the gateway's adapter and
+	// engine-reported state), set once before the replica is shared; the
+	// balancer never reads it. It travels with the replica, so code holding
+	// a replica of a set that was since replaced still finds its data.
+	Owner any
 }
 
 // NewReplica returns a replica with the given slot count (minimum 1). It starts

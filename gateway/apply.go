@@ -72,6 +72,9 @@ func (s *Server) Apply(data []byte, dryRun bool) (ApplyResult, error) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	cur := s.running.Load()
+	if s.fileListen != "" && next.Listen == s.fileListen {
+		next.Listen = cur.Listen // the --listen override stands
+	}
 	res := ApplyResult{DryRun: dryRun, Diff: configDiff(cur, next)}
 	changes, why := applicable(cur, next)
 	res.Changes = changes
@@ -246,6 +249,10 @@ func (s *Server) commit(cur, next *config.Config) error {
 	}
 	s.quotas.update(next.Tenants)
 	s.slo.setTargets(next.SLO)
+	s.deps.ttftSLOMs = next.SLO.Interactive.TTFTP95Ms
+	for _, p := range newList {
+		p.ttftSLO.Store(int64(time.Duration(next.SLO.Interactive.TTFTP95Ms) * time.Millisecond))
+	}
 	for _, sw := range swaps {
 		old := sw.p.set()
 		sw.p.cur.Store(sw.rs)
@@ -335,6 +342,7 @@ func (s *Server) dropPool(p *pool) {
 		p.set().halt()
 		p.log.Info("removed pool closed")
 		p.close()
+		p.shut()
 	}()
 }
 

@@ -230,6 +230,7 @@ func (s *Server) handleDrain(ctx *fasthttp.RequestCtx) {
 	s.bgWG.Add(1)
 	go func() {
 		defer s.bgWG.Done()
+		defer recoverLog(p.log, "drain")
 		timer := time.NewTimer(time.Duration(deadline) * time.Millisecond)
 		defer timer.Stop()
 		select {
@@ -350,11 +351,13 @@ func (s *Server) handleReload(ctx *fasthttp.RequestCtx) {
 		}
 		timeout = time.Duration(*body.TimeoutMs) * time.Millisecond
 	}
-	if !p.reloadMu.TryLock() {
-		writeJSON(ctx, fasthttp.StatusConflict, &APIError{Code: "RELOAD_FAILED", PoolID: p.id, Engine: p.engine, Message: "another reload of pool " + p.id + " is in progress"})
+	// One reload or config apply at a time: both replace replica sets and
+	// the running config.
+	if !s.applyMu.TryLock() {
+		writeJSON(ctx, fasthttp.StatusConflict, &APIError{Code: "RELOAD_FAILED", PoolID: p.id, Engine: p.engine, Message: "another reload or config apply is in progress"})
 		return
 	}
-	defer p.reloadMu.Unlock()
+	defer s.applyMu.Unlock()
 	conflict := func(reason string) {
 		s.log.Warn("pool reload refused", zap.String("pool_id", p.id), zap.String("new_model_ref", body.NewModelRef), zap.String("reason", reason))
 		s.events.publish(opsEvent{Type: "reload", PoolID: p.id, Model: body.NewModelRef, OK: ptr(false), Reason: reason})
@@ -407,15 +410,13 @@ func (s *Server) handleReload(ctx *fasthttp.RequestCtx) {
 	if why != "" {
 		if fresh != nil {
 			fresh.close()
-			for _, r := range fresh.replicas {
-				p.byRep.Delete(r)
-			}
 		}
 		conflict("new replica set not verified within " + timeout.String() + ": " + why)
 		return
 	}
 	old := p.model()
 	p.models.Store(&poolModels{model: body.NewModelRef, engineModel: body.NewModelRef})
+	s.recordReload(p.id, body.NewModelRef, fresh)
 	if fresh != nil {
 		p.everReady.Store(true)
 		p.cur.Store(fresh) // the atomic switch: dispatch picks from here on
@@ -509,4 +510,21 @@ func (p *pool) verifyModel(rs *replicaSet, model string, within time.Duration) s
 		}
 	}
 	return ""
+}
+
+// recordReload writes a successful reload into the running config (applyMu
+// held), so GET /v1/config shows it and a later apply compares against it.
+func (s *Server) recordReload(poolID, model string, fresh *replicaSet) {
+	next := *s.running.Load()
+	next.Pools = append([]config.Pool(nil), next.Pools...)
+	for i := range next.Pools {
+		if next.Pools[i].ID != poolID {
+			continue
+		}
+		next.Pools[i].Model, next.Pools[i].EngineModel = model, model
+		if fresh != nil {
+			next.Pools[i].Replicas = fresh.cfgs
+		}
+	}
+	s.running.Store(&next)
 }

@@ -163,6 +163,7 @@ func TestReloadNewReplicaSet(t *testing.T) {
 	eventually(t, "the long task to run", func() bool { return e.fakes[0].InFlight()+e.fakes[1].InFlight() == 1 })
 
 	body := `{"new_model_ref":"next.gguf","timeout_ms":5000,"replicas":[{"id":"n0","url":"` + next[0].URL() + `"},{"id":"r1","url":"` + next[1].URL() + `"}]}`
+	oldSet := e.srv.poolList()[0].set()
 	r := e.do("POST", "/v1/pools/p/reload", testKey, body)
 	if r.status != 200 {
 		t.Fatalf("reload: %d %s", r.status, r.body)
@@ -192,12 +193,24 @@ func TestReloadNewReplicaSet(t *testing.T) {
 	if next[0].Requests()+next[1].Requests() < 4 {
 		t.Fatalf("new replicas served %d requests", next[0].Requests()+next[1].Requests())
 	}
-	// The old set is retired once idle: no state is kept for its replicas.
+	// The old set is retired once idle: its health loops stop.
 	eventually(t, "the old set to be released", func() bool {
-		n := 0
-		e.srv.poolList()[0].byRep.Range(func(any, any) bool { n++; return true })
-		return n == 2
+		select {
+		case <-oldSet.stop:
+			return true
+		default:
+			return false
+		}
 	})
+	// The running config records the reload: GET /v1/config shows it, and
+	// applying it back changes nothing.
+	cfgNow := e.do("GET", "/v1/config", testKey, "")
+	if !strings.Contains(string(cfgNow.body), next[0].URL()) || !strings.Contains(string(cfgNow.body), "next.gguf") {
+		t.Fatalf("running config after the reload:\n%s", cfgNow.body)
+	}
+	if r := e.do("POST", "/v1/config?dry_run=true", testKey, string(cfgNow.body)); r.status != 200 || len(r.json(t)["changes"].([]any)) != 0 {
+		t.Fatalf("dry run of the running config after a reload: %d %s", r.status, r.body)
+	}
 	feed.waitFor(t, func(ev event) bool {
 		return ev.name == "reload" && ev.data["ok"] == true && ev.data["model"] == "next.gguf"
 	})
@@ -314,3 +327,33 @@ func (f *events) waitFor(t *testing.T, match func(event) bool) event {
 }
 
 func (f *events) close() { _ = f.s.res.Body.Close() }
+
+// TestShutdownWithRetiredSetBusy: orchd shuts down while a stream still runs
+// on a replica set a reload replaced: the stream gets its terminal event and
+// nothing panics (the old set's state travels with its replicas).
+func TestShutdownWithRetiredSetBusy(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.ShutdownGraceMs = 100 }, fake.Options{ITL: 20 * time.Millisecond})
+	f, err := fake.New(fake.Options{Model: "next.gguf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	long := newID()
+	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: long, maxTokens: 1000}.body()); r.status != 202 {
+		t.Fatalf("enqueue: %d", r.status)
+	}
+	st := e.openStream(long, testKey)
+	eventually(t, "the long task to run", func() bool { return e.fakes[0].InFlight() == 1 })
+	r := e.do("POST", "/v1/pools/p/reload", testKey, `{"new_model_ref":"next.gguf","timeout_ms":5000,"replicas":[{"id":"n0","url":"`+f.URL()+`"}]}`)
+	if r.status != 200 {
+		t.Fatalf("reload: %d %s", r.status, r.body)
+	}
+	e.shutdown()
+	evs := st.all(t)
+	if last := evs[len(evs)-1]; last.name != "error" {
+		t.Fatalf("stream across shutdown ended with %s %v", last.name, last.data)
+	}
+}

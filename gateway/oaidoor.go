@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -76,8 +77,9 @@ func (s *Server) handleOpenAI(chat bool) fasthttp.RequestHandler {
 		}
 		if !req.Stream {
 			defer done()
-			res := collect(cur, nil)
+			res := collect(cur, nil, nil, 0)
 			if res.err != nil {
+				setBackoff(ctx, res.retryAfterMs)
 				writeOpenAIError(ctx, res.err)
 				return
 			}
@@ -91,20 +93,35 @@ func (s *Server) handleOpenAI(chat bool) fasthttp.RequestHandler {
 		ctx.Response.Header.Set(fasthttp.HeaderCacheControl, "no-cache")
 		ctx.Response.Header.Set("X-Accel-Buffering", "no")
 		includeUsage := req.IncludeUsage
+		conn, keep := ctx.Conn(), s.keep
 		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 			defer done()
+			// A client that stops reading but keeps the socket open is
+			// dropped after streamWriteTimeout, as on the canonical stream.
+			var armed time.Time
+			write := func(p []byte) bool {
+				if now := time.Now(); now.Sub(armed) > streamWriteTimeout/8 {
+					_ = conn.SetWriteDeadline(now.Add(streamWriteTimeout))
+					armed = now
+				}
+				_, err := w.Write(p)
+				return err == nil
+			}
+			defer conn.SetWriteDeadline(time.Time{}) //nolint:errcheck // the connection may serve more requests
 			var buf []byte
 			buf = st.AppendRole(buf)
-			if len(buf) > 0 {
-				if _, err := w.Write(buf); err != nil || w.Flush() != nil {
-					return
-				}
+			if len(buf) > 0 && (!write(buf) || w.Flush() != nil) {
+				return
 			}
 			res := collect(cur, func(text []byte) bool {
 				buf = st.AppendToken(buf[:0], text)
-				_, err := w.Write(buf)
-				return err == nil
-			}, w.Flush)
+				return write(buf)
+			}, func() bool { // keep-alive while queued or between tokens
+				return write(pingComment) && w.Flush() == nil
+			}, keep, w.Flush)
+			if res.gone {
+				return
+			}
 			buf = buf[:0]
 			if res.err != nil {
 				buf = st.AppendError(buf, res.err)
@@ -115,10 +132,23 @@ func (s *Server) handleOpenAI(chat bool) fasthttp.RequestHandler {
 				}
 			}
 			buf = st.AppendDone(buf)
-			_, _ = w.Write(buf)
-			_ = w.Flush()
+			if write(buf) {
+				_ = w.Flush()
+			}
 		})
 	}
+}
+
+// setBackoff sets the backpressure headers of SPEC §3.6 for an error that
+// came after admission (as writeError does for the canonical API), plus
+// retry-after-ms, which the official OpenAI clients read first.
+func setBackoff(ctx *fasthttp.RequestCtx, ms int64) {
+	if ms <= 0 {
+		return
+	}
+	ctx.Response.Header.Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
+	ctx.Response.Header.Set("X-Backoff-Ms", strconv.FormatInt(ms, 10))
+	ctx.Response.Header.Set("retry-after-ms", strconv.FormatInt(ms, 10))
 }
 
 type collected struct {
@@ -126,17 +156,27 @@ type collected struct {
 	finish              string
 	tokensIn, tokensOut int
 	err                 *openai.Error
+	retryAfterMs        int64
+	gone                bool // the client left (a write failed)
 }
 
 // collect reads a task's canonical events to the end: each token goes to
 // onToken (when nil, the text is gathered instead); flush is called after
-// each batch. A false from onToken (the client left) stops reading.
+// each batch; ping, when set, every keep of silence. A false from onToken or
+// ping, or a flush error, means the client left: reading stops (the caller
+// detaches, and the task is abandoned like any stream without a reader).
 func collect(cur interface {
 	Next() ([]byte, bool)
 	Wake() <-chan struct{}
-}, onToken func([]byte) bool, flush ...func() error) collected {
+}, onToken func([]byte) bool, ping func() bool, keep time.Duration, flush ...func() error) collected {
 	var res collected
 	var f sse.Frame
+	var tick <-chan time.Time
+	if ping != nil && keep > 0 {
+		t := time.NewTicker(keep)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		data, done := cur.Next()
 		if len(data) > 0 {
@@ -153,7 +193,7 @@ func collect(cur interface {
 					if onToken == nil {
 						res.text = append(res.text, tok.T...)
 					} else if !onToken([]byte(tok.T)) {
-						res.err = openai.ErrorFor(499, "CANCELED", "client left")
+						res.gone = true
 						return res
 					}
 				case "metrics":
@@ -178,11 +218,12 @@ func collect(cur interface {
 						status = fasthttp.StatusInternalServerError
 					}
 					res.err = openai.ErrorFor(status, ae.Code, ae.Message)
+					res.retryAfterMs = ae.RetryAfterMs
 				}
 			}
 			for _, fl := range flush {
-				if fl() != nil && onToken != nil {
-					res.err = openai.ErrorFor(499, "CANCELED", "client left")
+				if fl() != nil {
+					res.gone = true
 					return res
 				}
 			}
@@ -190,7 +231,14 @@ func collect(cur interface {
 		if done {
 			return res
 		}
-		<-cur.Wake()
+		select {
+		case <-cur.Wake():
+		case <-tick:
+			if !ping() {
+				res.gone = true
+				return res
+			}
+		}
 	}
 }
 

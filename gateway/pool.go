@@ -77,24 +77,26 @@ type pool struct {
 	log    *zap.Logger
 	deps   poolDeps
 	cur    atomic.Pointer[replicaSet]
-	byRep  sync.Map // *balancer.Replica → *replicaState, for every live set
 	policy balancer.Policy
 	queue  *admission.Queue[*task]
 	wake   chan struct{}
+	// done ends the pool's dispatcher and watchdog when a config apply
+	// removed it and it has drained (server shutdown ends them too).
+	done     chan struct{}
+	doneOnce sync.Once
 
-	reloadMu sync.Mutex // one reload at a time
-	runMu    sync.Mutex
-	running  map[*task]struct{} // for the watchdog
+	runMu   sync.Mutex
+	running map[*task]struct{} // for the watchdog
 
 	// models are the served model name and the engine_model replicas must
 	// report; a reload switches both atomically.
 	models atomic.Pointer[poolModels]
 
 	everReady atomic.Bool
-	draining  atomic.Bool   // POST /v1/pools/{id}/drain: no new admissions
-	ttft      ttftWindow    // recent times to first token (/v1/replicasets)
-	affinity  float64       // the ring's load factor
-	ttftSLO   time.Duration // first token slower than this counts against the replica (0 = off)
+	draining  atomic.Bool  // POST /v1/pools/{id}/drain: no new admissions
+	ttft      ttftWindow   // recent times to first token (/v1/replicasets)
+	affinity  float64      // the ring's load factor
+	ttftSLO   atomic.Int64 // ns: a first token slower than this counts against the replica (0 = off); a config apply changes it
 
 	// est holds the pool's measured service times and drain rates.
 	est     estimator
@@ -136,6 +138,7 @@ func newPool(cfg config.Pool, d poolDeps) (*pool, error) {
 		policy:  balancer.LeastLoaded{},
 		queue:   q,
 		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
 		running: make(map[*task]struct{}),
 	}
 	p.est.init()
@@ -153,7 +156,7 @@ func newPool(cfg config.Pool, d poolDeps) (*pool, error) {
 	p.cur.Store(rs)
 	p.models.Store(&poolModels{model: cfg.Model, engineModel: cfg.EngineModel})
 	p.affinity = d.affinity
-	p.ttftSLO = time.Duration(d.ttftSLOMs) * time.Millisecond
+	p.ttftSLO.Store(int64(time.Duration(d.ttftSLOMs) * time.Millisecond))
 	return p, nil
 }
 
@@ -186,11 +189,9 @@ func (p *pool) newSet(cfgs []config.Replica) (*replicaSet, error) {
 			},
 		})
 		st := &replicaState{adapter: a, configSlots: rc.Slots}
+		r.Owner = st
 		rs.replicas = append(rs.replicas, r)
 		rs.states = append(rs.states, st)
-	}
-	for i, r := range rs.replicas {
-		p.byRep.Store(r, rs.states[i])
 	}
 	rs.ring = balancer.NewRing(rs.replicas, 0)
 	return rs, nil
@@ -199,12 +200,9 @@ func (p *pool) newSet(cfgs []config.Replica) (*replicaSet, error) {
 // set is the pool's current replica set.
 func (p *pool) set() *replicaSet { return p.cur.Load() }
 
-// stateOf is r's state, in whichever live set r belongs to.
+// stateOf is r's state, in whichever set r belongs to (current or retired).
 func (p *pool) stateOf(r *balancer.Replica) *replicaState {
-	if v, ok := p.byRep.Load(r); ok {
-		return v.(*replicaState)
-	}
-	panic("BUG: gateway: replica " + r.ID + " of pool " + p.id + " has no state")
+	return r.Owner.(*replicaState)
 }
 
 // retire releases an old set once the tasks still running on it are done
@@ -228,14 +226,14 @@ func (p *pool) retire(rs *replicaSet, stop <-chan struct{}) {
 		break
 	}
 	rs.close()
-	for _, r := range rs.replicas {
-		p.byRep.Delete(r)
-	}
 }
 
 func (p *pool) close() {
 	p.set().close()
 }
+
+// shut ends the pool's dispatcher and watchdog (a removed, drained pool).
+func (p *pool) shut() { p.doneOnce.Do(func() { close(p.done) }) }
 
 // signal wakes the dispatcher.
 func (p *pool) signal() {
@@ -359,6 +357,8 @@ func (p *pool) dispatch(stop <-chan struct{}, prefer func(t *task) *balancer.Rep
 		select {
 		case <-stop:
 			return
+		case <-p.done:
+			return
 		case <-p.wake:
 		}
 		p.dispatchRound(prefer, start)
@@ -419,6 +419,8 @@ func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError,
 		select {
 		case <-stop:
 			return
+		case <-p.done:
+			return
 		case now := <-tick.C:
 			due, why, kinds = due[:0], why[:0], kinds[:0]
 			p.runMu.Lock()
@@ -434,7 +436,10 @@ func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError,
 			}
 			p.runMu.Unlock()
 			for i, t := range due {
-				expire(t, why[i], kinds[i])
+				func() {
+					defer recoverLog(p.log, "watchdog")
+					expire(t, why[i], kinds[i])
+				}()
 			}
 		}
 	}

@@ -77,6 +77,9 @@ func (s *Server) resumeAfter(t *task, err error) bool {
 	if !failedHere || !retriable {
 		return false
 	}
+	if t.deadline > 0 && time.Since(t.admittedAt).Milliseconds() >= t.deadline {
+		return false
+	}
 	if isEngine && before && ee.Kind == engines.KindOverloaded && t.overloads < maxOverloadRetries &&
 		len(t.tried) == 0 && !p.hasUntriedExcept(t.tried, r) {
 		// The engine refused for load although the gateway counted a free
@@ -280,7 +283,7 @@ func (s *Server) recordOutcome(t *task, segStart time.Time, err error) {
 	switch ee, isEngine := engines.AsError(err); {
 	case err == nil:
 		first := t.sink.firstToken
-		if slo := t.pool.ttftSLO; slo > 0 && t.prio == 0 && !first.IsZero() && first.Sub(segStart) > slo {
+		if slo := time.Duration(t.pool.ttftSLO.Load()); slo > 0 && t.prio == 0 && !first.IsZero() && first.Sub(segStart) > slo {
 			success = false
 		}
 	case isEngine:

@@ -35,6 +35,10 @@ type Options struct {
 	// DemoKeysLoopbackOnly accepts API keys only from loopback clients (the
 	// embedded default's sk-demo, SPEC §13).
 	DemoKeysLoopbackOnly bool
+	// FileListen is the config file's listen address when the command line
+	// overrode it (orchd --listen): a reloaded file naming that address
+	// keeps the override instead of asking for a restart.
+	FileListen string
 	// KeepAliveInterval is the SSE keep-alive period (default 10 s, below
 	// the 15 s SPEC §3.2 requires).
 	KeepAliveInterval time.Duration
@@ -42,25 +46,26 @@ type Options struct {
 
 // Server is orchd.
 type Server struct {
-	cfg       *config.Config
-	log       *zap.Logger
-	auth      atomic.Pointer[Authenticator]
-	demoKeys  bool
-	deps      poolDeps
-	pools     atomic.Pointer[[]*pool] // replaced whole by a config apply
-	applyMu   sync.Mutex              // one config apply at a time
-	running   atomic.Pointer[config.Config]
-	tasks     *registry
-	sessions  *sessionStore
-	quotas    *quotas
-	shares    *shareTracker
-	deadlines *deadlineTracker
-	metrics   *gwMetrics
-	http      *fasthttp.Server
-	keep      time.Duration
-	events    *eventHub
-	slo       *sloTracker
-	uiSess    *uiSessions
+	cfg        *config.Config
+	log        *zap.Logger
+	auth       atomic.Pointer[Authenticator]
+	demoKeys   bool
+	fileListen string
+	deps       poolDeps
+	pools      atomic.Pointer[[]*pool] // replaced whole by a config apply
+	applyMu    sync.Mutex              // one config apply at a time
+	running    atomic.Pointer[config.Config]
+	tasks      *registry
+	sessions   *sessionStore
+	quotas     *quotas
+	shares     *shareTracker
+	deadlines  *deadlineTracker
+	metrics    *gwMetrics
+	http       *fasthttp.Server
+	keep       time.Duration
+	events     *eventHub
+	slo        *sloTracker
+	uiSess     *uiSessions
 
 	stop     chan struct{} // closed at shutdown: stops dispatchers, health, janitor
 	draining atomic.Bool
@@ -88,20 +93,21 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       log,
-		demoKeys:  o.DemoKeysLoopbackOnly,
-		tasks:     newRegistry(time.Duration(cfg.TaskIDTTLMs) * time.Millisecond),
-		sessions:  newSessionStore(cfg.Sessions),
-		quotas:    newQuotas(cfg.Tenants),
-		shares:    newShareTracker(),
-		deadlines: &deadlineTracker{},
-		events:    newEventHub(),
-		slo:       newSLOTracker(cfg.SLO),
-		uiSess:    newUISessions(),
-		metrics:   newMetrics(),
-		keep:      o.KeepAliveInterval,
-		stop:      make(chan struct{}),
+		cfg:        cfg,
+		log:        log,
+		demoKeys:   o.DemoKeysLoopbackOnly,
+		fileListen: o.FileListen,
+		tasks:      newRegistry(time.Duration(cfg.TaskIDTTLMs) * time.Millisecond),
+		sessions:   newSessionStore(cfg.Sessions),
+		quotas:     newQuotas(cfg.Tenants),
+		shares:     newShareTracker(),
+		deadlines:  &deadlineTracker{},
+		events:     newEventHub(),
+		slo:        newSLOTracker(cfg.SLO),
+		uiSess:     newUISessions(),
+		metrics:    newMetrics(),
+		keep:       o.KeepAliveInterval,
+		stop:       make(chan struct{}),
 	}
 	if s.keep <= 0 {
 		s.keep = 10 * time.Second

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/llama-orch/llama-orch/engines/fake"
 	"github.com/llama-orch/llama-orch/gateway/admission"
 	"github.com/llama-orch/llama-orch/gateway/config"
 )
@@ -61,5 +62,19 @@ func TestSLOTracker(t *testing.T) {
 		if !strings.Contains(sb.String(), want) {
 			t.Fatalf("metrics lack %s:\n%s", want, sb.String())
 		}
+	}
+}
+
+// TestSLOCountsWatchdogTimeouts: a task the watchdog ends (DECODE_TIMEOUT)
+// is a failed task for the error-rate objective.
+func TestSLOCountsWatchdogTimeouts(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.Pools[0].Timeouts.IdleMs = 200 }, fake.Options{Fail: fake.FailStall})
+	evs := e.postStream(taskSpec{maxTokens: 8}.body()).all(t)
+	if last := evs[len(evs)-1]; last.name != "error" || last.data["code"] != "DECODE_TIMEOUT" {
+		t.Fatalf("stalled task ended with %s %v", last.name, last.data)
+	}
+	st := e.srv.slo.status()
+	if len(st) != 1 || st[0].ErrorRate != 1 || st[0].Met["errors"] {
+		t.Fatalf("SLO after a watchdog timeout: %+v", st)
 	}
 }

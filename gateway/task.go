@@ -466,6 +466,9 @@ func (s *Server) terminate(t *task, ae *APIError, reason string) bool {
 	cancel()
 	p := t.pool
 	s.metrics.canceled(seriesLabels{engine: p.engine, engineVersion: p.replicaVersion(r), poolID: p.id, replicaID: r.ID}, reason)
+	if reason == reasonWatchdog {
+		s.slo.observe(t.prio, -1, 0, true) // a timeout is a failed task (SLO error rate)
+	}
 	s.logTask(t, zap.InfoLevel, "task canceled", s.runFields(t, r, zap.String("reason", reason), zap.String("state", "running"))...)
 	return true
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/llama-orch/llama-orch/gateway/config"
 )
@@ -61,7 +62,9 @@ func cmdApply(ctx context.Context, c *command) error {
 	if *commit {
 		path = "/v1/config"
 	}
-	r, err := c.client.call(ctx, "apply", http.MethodPost, path, "application/yaml", data, callTimeout)
+	// orchd may wait up to 30 s for new replicas to pass health before it
+	// answers an apply; give it that and a margin.
+	r, err := c.client.call(ctx, "apply", http.MethodPost, path, "application/yaml", data, applyTimeout)
 	var se *statusError
 	if errors.As(err, &se) && se.status == http.StatusBadRequest && len(se.env.Problems) > 0 {
 		n := printProblems(c.stderr, *file, se.env.Problems)
@@ -157,3 +160,7 @@ func plural(n int, noun string) string {
 	}
 	return strconv.Itoa(n) + " " + noun + "s"
 }
+
+// applyTimeout bounds POST /v1/config: orchd's own 30 s wait for new
+// replica sets plus a margin.
+const applyTimeout = 40 * time.Second

@@ -181,12 +181,13 @@ func serve(configPath, listen string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "orchd: the config has errors; `orchd validate --config FILE` lists them")
 		return 1
 	}
+	fileListen := "" // the file's listen when --listen overrides it
 	if listen != "" {
 		if _, _, err := net.SplitHostPort(listen); err != nil {
 			fmt.Fprintf(stderr, "orchd: --listen %q: want host:port\n", listen)
 			return 2
 		}
-		cfg.Listen = listen
+		fileListen, cfg.Listen = cfg.Listen, listen
 	}
 	log, err := newLogger(cfg.Log.Level, stderr)
 	if err != nil {
@@ -209,7 +210,7 @@ func serve(configPath, listen string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	srv, err := gateway.New(cfg, gateway.Options{NewAdapter: newAdapter, Logger: log, DemoKeysLoopbackOnly: demo})
+	srv, err := gateway.New(cfg, gateway.Options{NewAdapter: newAdapter, Logger: log, DemoKeysLoopbackOnly: demo, FileListen: fileListen})
 	if err != nil {
 		fmt.Fprintf(stderr, "orchd: %v\n", err)
 		return 1
@@ -237,10 +238,11 @@ func serve(configPath, listen string, stdout, stderr io.Writer) int {
 	// SIGHUP re-reads --config and applies it (hot reload, SPEC §9); an
 	// invalid file or a change that needs a restart changes nothing.
 	hup := make(chan os.Signal, 1)
-	if configPath != "" {
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-	}
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	// An apply may wait for new replicas to pass health (up to 30 s): it runs
+	// beside the signal loop, one at a time, so SIGTERM is never delayed.
+	reloading := make(chan struct{}, 1)
 wait:
 	for {
 		select {
@@ -252,17 +254,30 @@ wait:
 			}
 			return 0
 		case <-hup:
-			data, err := os.ReadFile(configPath)
-			if err != nil {
-				log.Error("SIGHUP: cannot read the config; nothing changed", zap.String("path", configPath), zap.Error(err))
+			if configPath == "" {
+				log.Warn("SIGHUP ignored: the embedded demo has no config file (POST /v1/config applies one)")
 				continue
 			}
-			res, err := srv.Apply(data, false)
-			if err != nil {
-				log.Error("SIGHUP: config not applied; nothing changed", zap.String("path", configPath), zap.Error(err))
+			select {
+			case reloading <- struct{}{}:
+			default:
+				log.Warn("SIGHUP ignored: a reload is still running")
 				continue
 			}
-			log.Info("SIGHUP: config reloaded", zap.String("path", configPath), zap.Strings("changes", res.Changes))
+			go func() {
+				defer func() { <-reloading }()
+				data, err := os.ReadFile(configPath)
+				if err != nil {
+					log.Error("SIGHUP: cannot read the config; nothing changed", zap.String("path", configPath), zap.Error(err))
+					return
+				}
+				res, err := srv.Apply(data, false)
+				if err != nil {
+					log.Error("SIGHUP: config not applied; nothing changed", zap.String("path", configPath), zap.Error(err))
+					return
+				}
+				log.Info("SIGHUP: config reloaded", zap.String("path", configPath), zap.Strings("changes", res.Changes))
+			}()
 		case sig := <-sigs:
 			log.Info("shutting down", zap.String("signal", sig.String()), zap.Int("grace_ms", cfg.ShutdownGraceMs))
 			break wait

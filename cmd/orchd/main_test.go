@@ -186,6 +186,46 @@ pools:
 	if n := strings.Count(all.String(), "event: token"); n != 16 || !strings.Contains(all.String(), "event: end") {
 		t.Fatalf("stream had %d tokens:\n%s", n, all.String())
 	}
+	// SIGHUP re-reads --config (the --listen override stands): a new
+	// control key works once applied; an invalid file changes nothing.
+	code := func(key string) int {
+		req, _ := http.NewRequest("GET", base+"/v1/replicasets", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if c := code("sk-y"); c != 403 {
+		t.Fatalf("unknown key before the reload: %d", c)
+	}
+	orig, _ := os.ReadFile(cfg)
+	withKey := strings.Replace(string(orig), "keys: [ { key: sk-x, tenant: a, roles: [data] } ]",
+		"keys: [ { key: sk-x, tenant: a, roles: [data] }, { key: sk-y, tenant: a, roles: [control] } ]", 1)
+	if err := os.WriteFile(cfg, []byte(withKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 250 && code("sk-y") != 200; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if c := code("sk-y"); c != 200 {
+		t.Fatalf("new key after SIGHUP: %d", c)
+	}
+	if err := os.WriteFile(cfg, []byte("pools: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if c := code("sk-y"); c != 200 {
+		t.Fatalf("an invalid file changed the running config: %d", c)
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -198,6 +238,9 @@ pools:
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("orchd did not exit after SIGTERM")
+	}
+	if !strings.Contains(stderr.String(), `SIGHUP: config reloaded`) || !strings.Contains(stderr.String(), `SIGHUP: config not applied`) {
+		t.Fatalf("no SIGHUP logs:\n%s", stderr.String())
 	}
 	if !strings.Contains(stderr.String(), `"msg":"orchd stopped"`) {
 		t.Fatalf("no stop log:\n%s", stderr.String())
