@@ -14,14 +14,16 @@ require (
 	go.yaml.in/yaml/v3 v3.0.6
 )
 
-require github.com/sony/gobreaker/v2 v2.4.0
+require (
+	github.com/chromedp/chromedp v0.23.0
+	github.com/pmezard/go-difflib v1.0.0
+	github.com/sony/gobreaker/v2 v2.4.0
+	github.com/valyala/fastjson v1.6.10
+)
 
 require (
 	github.com/chromedp/cdproto v0.159.0 // indirect
-	github.com/chromedp/chromedp v0.23.0 // indirect
 	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
-	github.com/pmezard/go-difflib v1.0.0 // indirect
-	github.com/valyala/fastjson v1.6.10 // indirect
 )
 
 require (

@@ -5,290 +5,56 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
-
-	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/fake"
-	"github.com/llama-orch/llama-orch/engines/llamacpp"
-	"github.com/llama-orch/llama-orch/gateway"
-	"github.com/llama-orch/llama-orch/gateway/config"
+	"github.com/llama-orch/llama-orch/gateway/gatewaytest"
 )
 
 // End-to-end: orchctl against the real gateway (gateway.New + Serve on
 // loopback) in front of llama.cpp fakes. One gateway serves every step, in
 // order: status, status --json, watch while r1's breaker is tripped for
 // real, apply (dry run, then --commit) of a new r1 URL, an invalid file
-// refused before any request, drain, status.
+// refused before any request, drain, status. gatewaytest starts the fakes
+// and the gateway and trips the breaker.
 
 const (
 	e2eKey  = "sk-e2e-control"
 	e2ePool = "llama-e2e"
 )
 
-// e2eConfigText is the gateway's config file; %s are the replica URLs.
-const e2eConfigText = `auth:
-  keys:
-    - { key: ` + e2eKey + `, tenant: ops, roles: [data, control] }
-shutdown_grace_ms: 1000
-breaker: { consecutive_failures: 2, open_ms: 1000 }
-health: { interval_ms: 50, timeout_ms: 1000, healthy_after: 1, unhealthy_after: 2 }
-pools:
-  - id: ` + e2ePool + `
-    engine: llamacpp
-    model: tiny-llama
-    ctx: 4096
-    queue: { capacity: 16, full_policy: reject }
-    timeouts: { first_token_ms: 5000, idle_ms: 5000, wall_ms: 20000 }
-    replicas:
-      - { id: r0, url: "%s" }
-      - { id: r1, url: "%s" }
-`
-
-// e2eListener counts accepted connections: orchctl opens a new one per
-// run, so an unchanged count proves it sent nothing.
-type e2eListener struct {
-	net.Listener
-	accepted atomic.Int64
-}
-
-func (l *e2eListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.accepted.Add(1)
-	}
-	return c, err
-}
-
-// e2eGateway is a running gateway and its fakes.
+// e2eGateway is the running gateway, its fakes (named after the replica
+// ids) and the config file it runs.
 type e2eGateway struct {
-	t    *testing.T
-	base string
-	ln   *e2eListener
-	yaml string // the config file it runs
-	hc   *http.Client
-
-	mu     sync.Mutex
-	engine map[string]*fake.Server // current fake per name
-	addr   map[string]string       // fixed loopback address per name
+	*gatewaytest.Env
+	fakes *gatewaytest.Fakes
+	yaml  string
 }
 
 func startE2EGateway(t *testing.T) *e2eGateway {
 	t.Helper()
-	g := &e2eGateway{t: t, engine: map[string]*fake.Server{}, addr: map[string]string{},
-		hc: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}}
-	// Registered first, so it runs last: after the gateway shut down,
-	// fasthttp's worker-pool cleaner sleeps out its 10 s idle period before
-	// it returns, and this package's goleak check admits no exception.
-	t.Cleanup(func() {
-		g.hc.CloseIdleConnections()
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		for name, f := range g.engine {
-			if err := f.Close(); err != nil {
-				t.Errorf("close fake %s: %v", name, err)
-			}
-		}
-	})
-	g.startEngine("r0", "127.0.0.1:0", fake.Options{})
-	g.startEngine("r1", "127.0.0.1:0", fake.Options{})
-	g.yaml = fmt.Sprintf(e2eConfigText, "http://"+g.addr["r0"], "http://"+g.addr["r1"])
-	cfg, problems, err := config.Check([]byte(g.yaml), config.ValidateOptions{})
-	if err != nil || config.HasErrors(problems) {
-		t.Fatalf("config: %v %v", err, problems)
-	}
-	srv, err := gateway.New(cfg, gateway.Options{
-		NewAdapter: func(_ config.Pool, rc config.Replica) (engines.Adapter, error) {
-			return llamacpp.New(rc.URL, llamacpp.Options{})
-		},
-		Logger:            zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)),
-		KeepAliveInterval: 500 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatalf("gateway.New: %v", err)
-	}
-	inner, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	g.ln = &e2eListener{Listener: inner}
-	g.base = "http://" + inner.Addr().String()
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(g.ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("gateway Shutdown: %v", err)
-		}
-		if err := <-served; err != nil {
-			t.Errorf("gateway Serve: %v", err)
-		}
-	})
-	g.waitReplicas("both replicas ready and closed", func(r map[string]replica) bool {
-		return r["r0"].State == "ready" && r["r0"].Breaker == "closed" && r["r1"].State == "ready" && r["r1"].Breaker == "closed"
-	})
+	// Created first, so its cleanup runs last: the fakes (also those
+	// restarted later) outlive the gateway's graceful shutdown.
+	fakes := gatewaytest.NewFakes(t)
+	fakes.Start("r0", fake.Options{})
+	fakes.Start("r1", fake.Options{})
+	// Queue capacity 16, model tiny-llama and a breaker that opens after 2
+	// failures: the status rows and the invalid file below rely on them.
+	yaml := gatewaytest.PoolYAML(e2eKey, e2ePool, fakes.URL("r0"), fakes.URL("r1"))
+	g := &e2eGateway{Env: gatewaytest.Start(t, yaml, gatewaytest.Options{Key: e2eKey, Fakes: fakes}), fakes: fakes, yaml: yaml}
+	g.WaitHealthy(e2ePool, "r0", "r1")
 	return g
-}
-
-// startEngine (re)starts the fake called name on addr, closing the one it
-// replaces.
-func (g *e2eGateway) startEngine(name, addr string, o fake.Options) {
-	g.t.Helper()
-	g.stopEngine(name)
-	f, err := fake.New(o)
-	if err != nil {
-		g.t.Fatalf("fake.New: %v", err)
-	}
-	for i := 0; ; i++ { // the port was just freed by this process
-		if err = f.Start(addr); err == nil || i == 50 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		g.t.Fatalf("start fake %s on %s: %v", name, addr, err)
-	}
-	g.mu.Lock()
-	g.engine[name], g.addr[name] = f, f.Addr()
-	g.mu.Unlock()
-}
-
-func (g *e2eGateway) stopEngine(name string) {
-	g.t.Helper()
-	g.mu.Lock()
-	f := g.engine[name]
-	delete(g.engine, name)
-	g.mu.Unlock()
-	if f != nil {
-		if err := f.Close(); err != nil {
-			g.t.Errorf("close fake %s: %v", name, err)
-		}
-	}
-}
-
-// get does an authenticated GET and returns the body of a 200.
-func (g *e2eGateway) get(path string) ([]byte, error) {
-	req, err := http.NewRequest(http.MethodGet, g.base+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+e2eKey)
-	res, err := g.hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err == nil && res.StatusCode != http.StatusOK {
-		err = fmt.Errorf("GET %s: %d %s", path, res.StatusCode, b)
-	}
-	return b, err
-}
-
-// sets reads GET /v1/replicasets (orchctl's own decoding types).
-func (g *e2eGateway) sets() (replicaSet, map[string]replica, error) {
-	b, err := g.get("/v1/replicasets")
-	if err != nil {
-		return replicaSet{}, nil, err
-	}
-	var v replicaSets
-	if err := json.Unmarshal(b, &v); err != nil {
-		return replicaSet{}, nil, err
-	}
-	for _, s := range v.ReplicaSets {
-		if s.PoolID == e2ePool {
-			m := map[string]replica{}
-			for _, r := range s.Replicas {
-				m[r.ID] = r
-			}
-			return s, m, nil
-		}
-	}
-	return replicaSet{}, nil, fmt.Errorf("no pool %s in %s", e2ePool, b)
-}
-
-func (g *e2eGateway) waitReplicas(what string, cond func(map[string]replica) bool) {
-	g.t.Helper()
-	var last map[string]replica
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		_, r, err := g.sets()
-		if err == nil && cond(r) {
-			return
-		}
-		last = r
-	}
-	g.t.Fatalf("timed out waiting for %s; last replicas: %+v", what, last)
-}
-
-// submit runs one small streamed task to its end.
-func (g *e2eGateway) submit(ctx context.Context) error {
-	body, _ := json.Marshal(map[string]any{"task_id": uuid.NewString(), "session_id": uuid.NewString(),
-		"model_ref": "tiny-llama", "engine": "llamacpp", "prompt": "Hello there", "max_tokens": 4})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.base+"/v1/tasks", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+e2eKey)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "text/event-stream")
-	res, err := g.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err == nil && res.StatusCode != http.StatusOK {
-		err = fmt.Errorf("POST /v1/tasks: %d %s", res.StatusCode, b)
-	}
-	return err
-}
-
-// tripR1 opens r1's breaker through real failed requests: r1 comes back on
-// its port failing every completion with 500 while its health stays good,
-// and tasks are submitted until the breaker is open; r1 is then stopped, so
-// the half-open trials (health probes) fail and the breaker stays open.
-// (Stopping r1 alone would not do: 50 ms health probes mark it unready
-// before any task reaches it.)
-func (g *e2eGateway) tripR1(ctx context.Context) {
-	g.t.Helper()
-	g.startEngine("r1", g.addr["r1"], fake.Options{Fail: fake.FailStart500})
-	g.waitReplicas("r1 ready while failing completions", func(r map[string]replica) bool {
-		return r["r1"].State == "ready" && r["r1"].Breaker == "closed"
-	})
-	for n := 1; n <= 100; n++ {
-		if err := g.submit(ctx); err != nil {
-			g.t.Fatalf("task %d: %v", n, err)
-		}
-		_, r, err := g.sets()
-		if err != nil {
-			g.t.Fatalf("after task %d: %v", n, err)
-		}
-		if r["r1"].Breaker == "open" {
-			g.stopEngine("r1")
-			return
-		}
-	}
-	g.t.Fatal("r1's breaker did not open after 100 tasks")
 }
 
 // orchctl runs the command against g and returns exit code, stdout, stderr.
 func (g *e2eGateway) orchctl(ctx context.Context, args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
-	code := runCtx(ctx, args, envOf(map[string]string{"ORCHD_URL": g.base, "ORCHD_KEY": e2eKey}), &out, &errb)
+	code := runCtx(ctx, args, envOf(map[string]string{"ORCHD_URL": g.URL, "ORCHD_KEY": e2eKey}), &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -351,7 +117,7 @@ func TestE2EAgainstGateway(t *testing.T) {
 		for _, r := range v.ReplicaSets[0].Replicas {
 			got[r.ID] = r.URL + " " + r.State + " " + r.Breaker
 		}
-		want := map[string]string{"r0": "http://" + g.addr["r0"] + " ready closed", "r1": "http://" + g.addr["r1"] + " ready closed"}
+		want := map[string]string{"r0": g.fakes.URL("r0") + " ready closed", "r1": g.fakes.URL("r1") + " ready closed"}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("status --json replicas = %v, want %v", got, want)
 		}
@@ -362,7 +128,7 @@ func TestE2EAgainstGateway(t *testing.T) {
 		defer wcancel()
 		var out, errb syncBuffer
 		done := make(chan int, 1)
-		env := envOf(map[string]string{"ORCHD_URL": g.base, "ORCHD_KEY": e2eKey})
+		env := envOf(map[string]string{"ORCHD_URL": g.URL, "ORCHD_KEY": e2eKey})
 		go func() { done <- runCtx(wctx, []string{"watch"}, env, &out, &errb) }()
 		waitOut := func(what string, re *regexp.Regexp) {
 			t.Helper()
@@ -381,7 +147,7 @@ func TestE2EAgainstGateway(t *testing.T) {
 		}
 		// The hello line: the stream is open, no later event is missed.
 		waitOut("the hello line", regexp.MustCompile(`(?m)^\S+\s+hello\s`))
-		g.tripR1(ctx)
+		g.TripBreaker(ctx, e2ePool, "r1")
 		waitOut("the breaker line", regexp.MustCompile(`(?m)^\S+\s+breaker\s+`+e2ePool+`/r1\s+closed -> open$`))
 		wcancel()
 		select {
@@ -405,15 +171,13 @@ func TestE2EAgainstGateway(t *testing.T) {
 			t.Errorf("status after the trip lacks r1 with its breaker open (%v):\n%s", re, st)
 		}
 		// A healthy r1 on the same port closes it again (next probe after open_ms).
-		g.startEngine("r1", g.addr["r1"], fake.Options{})
-		g.waitReplicas("r1 ready and closed again", func(r map[string]replica) bool {
-			return r["r1"].State == "ready" && r["r1"].Breaker == "closed"
-		})
+		g.fakes.Start("r1", fake.Options{})
+		g.WaitHealthy(e2ePool, "r1")
 	})
 
 	// A new URL for r1: a third fake.
-	g.startEngine("r1-new", "127.0.0.1:0", fake.Options{})
-	oldURL, newURL := "http://"+g.addr["r1"], "http://"+g.addr["r1-new"]
+	g.fakes.Start("r1-new", fake.Options{})
+	oldURL, newURL := g.fakes.URL("r1"), g.fakes.URL("r1-new")
 	newFile := filepath.Join(dir, "new.yaml")
 	if err := os.WriteFile(newFile, []byte(strings.Replace(g.yaml, oldURL, newURL, 1)), 0o644); err != nil {
 		t.Fatal(err)
@@ -433,7 +197,7 @@ func TestE2EAgainstGateway(t *testing.T) {
 				t.Errorf("apply dry run: the diff lacks a line %v:\n%s", re, out)
 			}
 		}
-		if _, r, err := g.sets(); err != nil || r["r1"].URL != oldURL {
+		if r, err := g.Replicas(e2ePool); err != nil || r["r1"].URL != oldURL {
 			t.Errorf("after a dry run r1 = %+v (err %v), want it unchanged at %s", r["r1"], err, oldURL)
 		}
 	})
@@ -463,7 +227,7 @@ func TestE2EAgainstGateway(t *testing.T) {
 	})
 
 	t.Run("apply of the config GET /v1/config returns", func(t *testing.T) {
-		running, err := g.get("/v1/config")
+		running, err := g.Get("/v1/config")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -497,7 +261,7 @@ func TestE2EAgainstGateway(t *testing.T) {
 		if err := os.WriteFile(file, []byte(bad), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		before := g.ln.accepted.Load()
+		before := g.Accepted()
 		code, out, errs := g.orchctl(ctx, "apply", "-f", file, "--commit")
 		if code != exitFailed {
 			t.Errorf("exit %d, want %d", code, exitFailed)
@@ -514,10 +278,10 @@ func TestE2EAgainstGateway(t *testing.T) {
 				t.Errorf("stderr lacks %q:\n%s", want, errs)
 			}
 		}
-		if n := g.ln.accepted.Load() - before; n != 0 {
+		if n := g.Accepted() - before; n != 0 {
 			t.Errorf("orchctl opened %d connection(s) to orchd for an invalid file", n)
 		}
-		if _, r, err := g.sets(); err != nil || r["r1"].URL != newURL {
+		if r, err := g.Replicas(e2ePool); err != nil || r["r1"].URL != newURL {
 			t.Errorf("r1 = %+v (err %v), want it still at %s", r["r1"], err, newURL)
 		}
 	})

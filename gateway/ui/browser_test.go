@@ -1,4 +1,4 @@
-package ui
+package ui_test
 
 import (
 	"bufio"
@@ -8,9 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,13 +16,18 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/fasthttp/router"
 	"github.com/valyala/fasthttp"
+
+	"github.com/llama-orch/llama-orch/gateway/gatewaytest"
+	"github.com/llama-orch/llama-orch/gateway/ui"
 )
 
 // The browser test drives the real page in headless Chromium against
 // fakeOrchd, a test double of the three endpoints the page uses
 // (POST /v1/ui/session, GET /v1/replicasets, GET /v1/events) that follows
 // the ops API contract: the session POST checks the Bearer key and sets the
-// HttpOnly orchd_ui cookie; the two GETs accept that cookie only.
+// HttpOnly orchd_ui cookie; the two GETs accept that cookie only. It is an
+// external test (package ui_test) because gatewaytest, which starts the
+// browser, imports the gateway, which imports this package.
 
 const testKey = "sk-test"
 
@@ -196,7 +198,7 @@ func startFakeOrchd(t *testing.T) (*fakeOrchd, string) {
 	t.Helper()
 	f := &fakeOrchd{done: make(chan struct{}), tokens: map[string]bool{}, subs: map[chan string]struct{}{}}
 	r := router.New()
-	Register(r)
+	ui.Register(r)
 	r.POST("/v1/ui/session", f.handleSession)
 	r.GET("/v1/replicasets", f.handleSets)
 	r.GET("/v1/events", f.handleEvents)
@@ -225,105 +227,10 @@ func startFakeOrchd(t *testing.T) (*fakeOrchd, string) {
 	return f, "http://" + ln.Addr().String()
 }
 
-// chromiumPath finds the browser, failing (not skipping) when it is absent:
-// the ops page is part of the product and `make test` installs Chromium.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	if os.Getenv("ORCH_SKIP_BROWSER") == "1" {
-		t.Skip("ORCH_SKIP_BROWSER=1: headless browser test skipped")
-	}
-	if p, err := exec.LookPath("chromium"); err == nil {
-		return p
-	}
-	if _, err := os.Stat("/usr/bin/chromium"); err == nil {
-		return "/usr/bin/chromium"
-	}
-	t.Fatal("chromium not found (neither `chromium` in PATH nor /usr/bin/chromium): the headless ops-page test needs it. " +
-		"`make test` installs it (apt-get install -y chromium); or set ORCH_SKIP_BROWSER=1 to skip this test")
-	return ""
-}
-
-// newBrowser starts headless Chromium; the returned context is bounded by
-// 60 s, and cancel closes the browser and waits for it to exit.
-func newBrowser(t *testing.T) (context.Context, context.CancelFunc) {
-	t.Helper()
-	exe := chromiumPath(t)
-	bounded, cancelTimeout := context.WithTimeout(context.Background(), 60*time.Second)
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(exe),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-breakpad", true),
-		chromedp.Flag("disable-default-apps", true),
-		chromedp.Flag("metrics-recording-only", true),
-		chromedp.Flag("password-store", "basic"),
-		chromedp.Flag("use-mock-keychain", true),
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(bounded, opts...)
-	ctx, cancelBrowser := chromedp.NewContext(allocCtx)
-	if err := chromedp.Do(ctx); err != nil { // start the browser now
-		cancelBrowser()
-		cancelAlloc()
-		cancelTimeout()
-		t.Fatalf("start chromium %s: %v", exe, err)
-	}
-	return ctx, func() {
-		cancelBrowser()
-		cancelAlloc() // waits for the process to exit
-		cancelTimeout()
-	}
-}
-
-// tab opens a tab in a fresh browser context (its own cookie jar) and
-// collects its console; check reports uncaught exceptions and console errors
-// other than the 401/403 answers the scenario provokes on purpose.
-func tab(t *testing.T, browser context.Context) (ctx context.Context, check func(), closeTab func()) {
-	t.Helper()
-	ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
-	if err := chromedp.Do(ctx); err != nil {
-		cancel()
-		t.Fatalf("open tab: %v", err)
-	}
-	var (
-		mu   sync.Mutex
-		msgs []chromedp.ConsoleMessage
-	)
-	console := chromedp.Console(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for m, err := range console {
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			msgs = append(msgs, m)
-			mu.Unlock()
-		}
-	}()
-	check = func() {
-		t.Helper()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, m := range msgs {
-			expected := m.Source == "network" && (strings.Contains(m.Text, "401") || strings.Contains(m.Text, "403"))
-			if m.IsException() || (m.Type == chromedp.ConsoleError && !expected) {
-				t.Errorf("browser console: %s (source %q, %s:%d)", m, m.Source, m.URL, m.Line)
-			}
-		}
-	}
-	return ctx, check, func() { cancel(); <-done }
+// authRefusal admits the console errors the scenario provokes on purpose:
+// the network 401/403 answers to a wrong key.
+func authRefusal(m chromedp.ConsoleMessage) bool {
+	return m.Source == "network" && (strings.Contains(m.Text, "401") || strings.Contains(m.Text, "403"))
 }
 
 // run runs actions with a per-step bound, naming the step on failure.
@@ -336,21 +243,10 @@ func run(t *testing.T, ctx context.Context, step string, actions ...chromedp.Act
 	}
 }
 
-func eval[T any](t *testing.T, ctx context.Context, expr string) T {
-	t.Helper()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
-	if err != nil {
-		t.Fatalf("evaluate %s: %v", expr, err)
-	}
-	return v
-}
-
 // waitJS waits until the expression is truthy.
 func waitJS(t *testing.T, ctx context.Context, what, expr string) {
 	t.Helper()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(25*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second))); err != nil {
-		t.Fatalf("waiting for %s (%s): %v", what, expr, err)
-	}
+	gatewaytest.WaitJS(t, ctx, what, expr, 15*time.Second)
 }
 
 const xssError = `<img src=x onerror="window.__xss=1"> refused`
@@ -361,35 +257,35 @@ func TestBrowserOpsPage(t *testing.T) {
 		replica("r0", "ready", "closed", xssError, 1),
 		replica("r1", "ready", "closed", "", 0),
 	))
-	browser, closeBrowser := newBrowser(t)
+	browser, closeBrowser := gatewaytest.Browser(t, context.Background())
 	defer closeBrowser()
 
 	t.Run("key form", func(t *testing.T) {
-		ctx, check, closeTab := tab(t, browser)
+		ctx, console, closeTab := gatewaytest.Tab(t, browser)
 		defer closeTab()
 		// No cookie yet: the page asks for the key.
 		run(t, ctx, "open /ui without a key", chromedp.Navigate(base+"/ui"), chromedp.WaitVisible("#login"))
-		if got := eval[string](t, ctx, `document.getElementById('conn').textContent`); got != "signed out" {
+		if got := gatewaytest.Eval[string](t, ctx, `document.getElementById('conn').textContent`); got != "signed out" {
 			t.Errorf("#conn = %q before sign-in, want %q", got, "signed out")
 		}
 		// A wrong key is refused and the form stays.
 		run(t, ctx, "submit a wrong key", chromedp.SendKeys("#key", "sk-wrong"), chromedp.Click("#login button"))
 		waitJS(t, ctx, "the refusal message", `document.getElementById('login-msg').textContent.includes('key rejected')`)
-		if eval[bool](t, ctx, `!document.getElementById('main').hidden`) {
+		if gatewaytest.Eval[bool](t, ctx, `!document.getElementById('main').hidden`) {
 			t.Error("#main shown after a refused key")
 		}
 		// The right key signs in; the input is emptied at once.
 		run(t, ctx, "submit the key", chromedp.SendKeys("#key", testKey), chromedp.Click("#login button"),
 			chromedp.WaitVisible(`tr[data-pool="llama-demo"][data-replica="r0"]`))
 		waitJS(t, ctx, "#conn live", `document.getElementById('conn').textContent === 'live'`)
-		if v := eval[string](t, ctx, `document.getElementById('key').value`); v != "" {
+		if v := gatewaytest.Eval[string](t, ctx, `document.getElementById('key').value`); v != "" {
 			t.Errorf("key input still holds %q after sign-in", v)
 		}
-		check()
+		gatewaytest.CheckConsole(t, console(), authRefusal)
 	})
 
 	t.Run("fragment key, live breaker change", func(t *testing.T) {
-		ctx, check, closeTab := tab(t, browser)
+		ctx, console, closeTab := gatewaytest.Tab(t, browser)
 		defer closeTab()
 		run(t, ctx, "open /ui#key=", chromedp.Navigate(base+"/ui#key="+testKey),
 			chromedp.WaitVisible(`tr[data-pool="llama-demo"][data-replica="r1"][data-breaker="closed"]`))
@@ -397,22 +293,22 @@ func TestBrowserOpsPage(t *testing.T) {
 		// "live" means the stream's headers arrived, and the double
 		// subscribes it before it answers, so no pushed event is lost.
 		// The key left the address bar before anything else happened.
-		if href := eval[string](t, ctx, `location.href`); strings.Contains(href, testKey) || strings.Contains(href, "#") {
+		if href := gatewaytest.Eval[string](t, ctx, `location.href`); strings.Contains(href, testKey) || strings.Contains(href, "#") {
 			t.Errorf("location still holds the key: %q", href)
 		}
 		// Not readable by script, not stored.
-		if eval[bool](t, ctx, `document.cookie.includes('orchd_ui') || localStorage.length > 0 || sessionStorage.length > 0`) {
+		if gatewaytest.Eval[bool](t, ctx, `document.cookie.includes('orchd_ui') || localStorage.length > 0 || sessionStorage.length > 0`) {
 			t.Error("the session is visible to script or something was stored")
 		}
 		// Data is text, never markup.
-		if got := eval[string](t, ctx, `document.querySelector('tr[data-replica="r0"] td.last-error').textContent`); got != xssError {
+		if got := gatewaytest.Eval[string](t, ctx, `document.querySelector('tr[data-replica="r0"] td.last-error').textContent`); got != xssError {
 			t.Errorf("r0 last error shows %q, want the literal %q", got, xssError)
 		}
-		if eval[bool](t, ctx, `window.__xss === 1 || document.querySelector('#pools img') !== null`) {
+		if gatewaytest.Eval[bool](t, ctx, `window.__xss === 1 || document.querySelector('#pools img') !== null`) {
 			t.Error("replica data was rendered as HTML")
 		}
 		// The pool card shows the set's figures.
-		card := eval[string](t, ctx, `document.querySelector('section.pool[data-pool="llama-demo"]').textContent`)
+		card := gatewaytest.Eval[string](t, ctx, `document.querySelector('section.pool[data-pool="llama-demo"]').textContent`)
 		for _, want := range []string{"llamacpp", "llama-3-8b-q4", "llamacpp-b4000", "3 / 100", "interactive 2", "41.5 / 120 / 180 ms", "1 / 4"} {
 			if !strings.Contains(card, want) {
 				t.Errorf("pool card lacks %q: %q", want, card)
@@ -433,18 +329,14 @@ func TestBrowserOpsPage(t *testing.T) {
 		waitJS(t, ctx, "the breaker event in the list",
 			`(() => { const li = document.querySelector('#events li[data-type="breaker"]');
 			  return li && li.dataset.replica === 'r1' && li.textContent.includes('closed → open'); })()`)
-		if got := eval[string](t, ctx, `window.__noReload`); got != "kept" {
+		if got := gatewaytest.Eval[string](t, ctx, `window.__noReload`); got != "kept" {
 			t.Errorf("window marker = %q: the page was reloaded", got)
 		}
-		if got := eval[string](t, ctx, `document.querySelector('tr[data-replica="r1"] td.breaker').className`); got != "breaker breaker-open" {
+		if got := gatewaytest.Eval[string](t, ctx, `document.querySelector('tr[data-replica="r1"] td.breaker').className`); got != "breaker breaker-open" {
 			t.Errorf("breaker cell class = %q, want %q", got, "breaker breaker-open")
 		}
 
-		shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot: %v", err)
-		}
-		savePNG(t, shot)
+		gatewaytest.Screenshot(t, ctx, "ui.png")
 
 		// Without any event, the 2 s poll still brings changes in.
 		api.setState(replicaSet(
@@ -458,16 +350,16 @@ func TestBrowserOpsPage(t *testing.T) {
 			api.push("replica", map[string]any{"pool_id": "llama-demo", "replica_id": "r0", "state": "unready", "last_error": fmt.Sprintf("probe %02d failed", i)})
 		}
 		waitJS(t, ctx, "the 60th event", `(document.querySelector('#events li') || {textContent: ''}).textContent.includes('probe 59 failed')`)
-		if n := eval[int](t, ctx, `document.querySelectorAll('#events li').length`); n != 50 {
+		if n := gatewaytest.Eval[int](t, ctx, `document.querySelectorAll('#events li').length`); n != 50 {
 			t.Errorf("#events holds %d items, want 50", n)
 		}
-		if got := eval[string](t, ctx, `document.querySelector('#events li:last-child').textContent`); !strings.Contains(got, "probe 10 failed") {
+		if got := gatewaytest.Eval[string](t, ctx, `document.querySelector('#events li:last-child').textContent`); !strings.Contains(got, "probe 10 failed") {
 			t.Errorf("oldest kept event = %q, want the one of probe 10", got)
 		}
-		if got := eval[string](t, ctx, `window.__noReload`); got != "kept" {
+		if got := gatewaytest.Eval[string](t, ctx, `window.__noReload`); got != "kept" {
 			t.Errorf("window marker = %q after the events: the page was reloaded", got)
 		}
-		check()
+		gatewaytest.CheckConsole(t, console(), authRefusal)
 	})
 
 	// The key reached the server in headers only: never in a request line or
@@ -481,27 +373,5 @@ func TestBrowserOpsPage(t *testing.T) {
 	}
 	if api.sessions != 2 {
 		t.Errorf("POST /v1/ui/session succeeded %d times, want 2 (one per tab)", api.sessions)
-	}
-}
-
-// savePNG writes the screenshot into the test's temp dir and, when
-// UI_SCREENSHOT_DIR is set, there too.
-func savePNG(t *testing.T, png []byte) {
-	t.Helper()
-	if len(png) < 8 || string(png[1:4]) != "PNG" {
-		t.Fatalf("screenshot is not a PNG (%d bytes)", len(png))
-	}
-	p := filepath.Join(t.TempDir(), "ui.png")
-	if err := os.WriteFile(p, png, 0o644); err != nil {
-		t.Fatalf("write screenshot: %v", err)
-	}
-	if dir := os.Getenv("UI_SCREENSHOT_DIR"); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatalf("UI_SCREENSHOT_DIR: %v", err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "ui.png"), png, 0o644); err != nil {
-			t.Fatalf("copy screenshot to UI_SCREENSHOT_DIR: %v", err)
-		}
-		t.Logf("screenshot: %s", filepath.Join(dir, "ui.png"))
 	}
 }
