@@ -44,6 +44,8 @@ type ApplyResult struct {
 type ApplyError struct {
 	Problems []config.Problem
 	Reason   string
+	// Busy: another apply or reload is running, or orchd is stopping (409).
+	Busy bool
 }
 
 func (e *ApplyError) Error() string {
@@ -69,8 +71,17 @@ func (s *Server) Apply(data []byte, dryRun bool) (ApplyResult, error) {
 	if config.HasErrors(problems) {
 		return ApplyResult{}, &ApplyError{Problems: problems}
 	}
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
+	if !dryRun {
+		// One apply or reload at a time; a reload may wait minutes for its
+		// replicas, so a concurrent apply is refused rather than queued.
+		if !s.applyMu.TryLock() {
+			return ApplyResult{}, &ApplyError{Reason: "another config apply or pool reload is in progress; retry when it ends", Busy: true}
+		}
+		defer s.applyMu.Unlock()
+		if s.draining.Load() {
+			return ApplyResult{}, &ApplyError{Reason: "orchd is shutting down", Busy: true}
+		}
+	}
 	cur := s.running.Load()
 	if s.fileListen != "" && next.Listen == s.fileListen {
 		next.Listen = cur.Listen // the --listen override stands
@@ -210,7 +221,7 @@ func (s *Server) commit(cur, next *config.Config) error {
 		}
 		newList = append(newList, p)
 		if !sameYAML(p.set().cfgs, pc.Replicas) {
-			rs, err := p.newSet(pc.Replicas)
+			rs, err := p.newSet(pc.Replicas, p.model(), p.engineModel())
 			if err != nil {
 				return abort(err)
 			}
@@ -272,6 +283,7 @@ func (s *Server) commit(cur, next *config.Config) error {
 	for _, p := range s.poolList() {
 		if !keep[p] {
 			removed = append(removed, p)
+			p.draining.Store(true) // under admitMu: no admission gets past its re-check
 		}
 	}
 	s.pools.Store(&newList)
@@ -319,7 +331,7 @@ func (s *Server) dropPool(p *pool) {
 		for {
 			busy := p.queue.Len() > 0
 			for _, t := range s.tasks.live() {
-				busy = busy || t.pool == p
+				busy = busy || t.pool == p && !t.log.Closed() // finished ones are only kept for late readers
 			}
 			if !busy {
 				break
@@ -420,7 +432,11 @@ func (s *Server) handleConfigPost(ctx *fasthttp.RequestCtx) {
 				body.Problems = append(body.Problems, problem{Path: p.Path, Line: p.Line, Message: p.Message, Warning: p.Warning})
 			}
 		}
-		writeJSON(ctx, fasthttp.StatusBadRequest, body)
+		status := fasthttp.StatusBadRequest
+		if ae != nil && ae.Busy {
+			body.Code, status = "APPLY_BUSY", fasthttp.StatusConflict
+		}
+		writeJSON(ctx, status, body)
 		return
 	}
 	if res.Changes == nil {

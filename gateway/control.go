@@ -307,6 +307,19 @@ func (s *Server) handleCapabilities(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"api_version": APIVersion, "engines": caps})
 }
 
+// maxReloadTimeoutMs bounds a reload's wait (it holds off config applies).
+const maxReloadTimeoutMs = 300000
+
+// hasPool reports whether p is still one of the server's pools.
+func (s *Server) hasPool(p *pool) bool {
+	for _, q := range s.poolList() {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
 // reloadReplica is one entry of a reload's replica list.
 type reloadReplica struct {
 	ID    string `json:"id"`
@@ -345,8 +358,8 @@ func (s *Server) handleReload(ctx *fasthttp.RequestCtx) {
 	}
 	timeout := 30 * time.Second
 	if body.TimeoutMs != nil {
-		if *body.TimeoutMs <= 0 {
-			writeError(ctx, errInvalid("timeout_ms must be > 0"))
+		if *body.TimeoutMs <= 0 || *body.TimeoutMs > maxReloadTimeoutMs {
+			writeError(ctx, errInvalid("timeout_ms must be > 0 and at most "+strconv.Itoa(maxReloadTimeoutMs)))
 			return
 		}
 		timeout = time.Duration(*body.TimeoutMs) * time.Millisecond
@@ -358,6 +371,10 @@ func (s *Server) handleReload(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	defer s.applyMu.Unlock()
+	if !s.hasPool(p) {
+		writeError(ctx, &APIError{Code: CodeNotFound, Message: "pool " + p.id + " was removed by a config apply"})
+		return
+	}
 	conflict := func(reason string) {
 		s.log.Warn("pool reload refused", zap.String("pool_id", p.id), zap.String("new_model_ref", body.NewModelRef), zap.String("reason", reason))
 		s.events.publish(opsEvent{Type: "reload", PoolID: p.id, Model: body.NewModelRef, OK: ptr(false), Reason: reason})
@@ -365,14 +382,20 @@ func (s *Server) handleReload(ctx *fasthttp.RequestCtx) {
 	}
 	cur := p.set()
 	target, fresh := cur, (*replicaSet)(nil)
-	if len(body.Replicas) > 0 && !sameReplicas(body.Replicas, cur.cfgs) {
-		cfgs, msg := reloadReplicas(body.Replicas, cur.cfgs)
-		if msg != "" {
-			writeError(ctx, errInvalid(msg))
-			return
+	newList := len(body.Replicas) > 0 && !sameReplicas(body.Replicas, cur.cfgs)
+	if newList || body.NewModelRef != p.engineModel() {
+		// A new list, or a new model on the same replicas: a new set, whose
+		// adapters name the new model (vLLM and Triton requests carry it).
+		cfgs := cur.cfgs
+		if newList {
+			var msg string
+			if cfgs, msg = reloadReplicas(body.Replicas, cur.cfgs); msg != "" {
+				writeError(ctx, errInvalid(msg))
+				return
+			}
 		}
 		var err error
-		if fresh, err = p.newSet(cfgs); err != nil {
+		if fresh, err = p.newSet(cfgs, body.NewModelRef, body.NewModelRef); err != nil {
 			writeError(ctx, errInvalid(err.Error()))
 			return
 		}

@@ -161,3 +161,51 @@ func TestCanonicalEquivalence(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadNewModelOnVLLM: a reload to a new model rebuilds the replicas'
+// adapters with it — vLLM requests name the model, so tasks after the
+// reload must ask the engine for the new one.
+func TestReloadNewModelOnVLLM(t *testing.T) {
+	start := func(model string) *fakevllm.Server {
+		f, err := fakevllm.New(fake.Options{Model: model})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Start("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = f.Close() })
+		return f
+	}
+	old, next := start("m"), start("next")
+	yml := "auth:\n  keys:\n    - { key: " + testKey + ", tenant: t1, roles: [data, control] }\nhealth: { interval_ms: 20, timeout_ms: 1000 }\n" +
+		"pools:\n  - id: p\n    engine: vllm\n    model: m\n    engine_model: m\n    replicas:\n      - { id: r0, url: \"" + old.URL() + "\" }\n"
+	cfg, problems, err := config.Check([]byte(yml), config.ValidateOptions{})
+	if err != nil || config.HasErrors(problems) {
+		t.Fatalf("config: %v %v", err, problems)
+	}
+	srv, err := New(cfg, Options{Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+		NewAdapter: func(pc config.Pool, rc config.Replica) (engines.Adapter, error) {
+			return adapters.New(pc.Engine, rc.URL, adapters.Options{Model: pc.EngineModel})
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, srv: srv, url: "http://" + ln.Addr().String(), done: make(chan error, 1), hc: &http.Client{}}
+	go func() { e.done <- srv.Serve(ln) }()
+	t.Cleanup(e.close)
+	eventually(t, "the pool to be ready", srv.Ready)
+	r := e.do("POST", "/v1/pools/p/reload", testKey, `{"new_model_ref":"next","timeout_ms":5000,"replicas":[{"id":"r0","url":"`+next.URL()+`"}]}`)
+	if r.status != 200 {
+		t.Fatalf("reload: %d %s", r.status, r.body)
+	}
+	body := fmt.Sprintf(`{"task_id":%q,"session_id":%q,"model_ref":"next","prompt":"hi","max_tokens":3}`, newID(), newID())
+	evs := e.postStream(body).all(t)
+	if last := evs[len(evs)-1]; last.name != "end" {
+		t.Fatalf("task after the reload: %s %v", last.name, last.data)
+	}
+}

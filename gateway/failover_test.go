@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/llama-orch/llama-orch/balancer"
@@ -150,4 +151,31 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 	e.fakes[0] = healthy
 	eventually(t, "the breaker to close", func() bool { return p.set().replicas[0].BreakerState().String() == "closed" })
 	e.metricEventually(t, `to="closed"`)
+}
+
+// TestResumedSegmentMissingFirstToken: with failover: resume, a task that
+// streamed tokens, stalled, and then missed its first token on the replica
+// it resumed on ends DECODE_TIMEOUT — a failure after the first token — not
+// REPLICA_EXHAUSTED (SPEC §5).
+func TestResumedSegmentMissingFirstToken(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) {
+		p := &c.Pools[0]
+		p.Failover = config.FailoverResume
+		p.Timeouts.IdleMs, p.Timeouts.FirstTokenMs = 300, 300
+		c.Breaker.ConsecutiveFailures = 100
+	}, fake.Options{Fail: fake.FailStall}, fake.Options{TTFT: 5 * time.Second})
+	// Start on the stalling replica r0: its session hashes there.
+	p := e.srv.poolList()[0]
+	sess := ""
+	for i := 0; sess == ""; i++ {
+		s := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
+		if p.set().ring.Pick(balancer.KeyOf(s), nil, p.affinity) == p.set().replicas[0] {
+			sess = s
+		}
+	}
+	evs := e.postStream(taskSpec{maxTokens: 10, session: sess}.body()).all(t)
+	last := evs[len(evs)-1]
+	if len(tokens(t, evs)) != 2 || last.name != "error" || last.data["code"] != "DECODE_TIMEOUT" {
+		t.Fatalf("events %s, last %v", names(evs), last.data)
+	}
 }

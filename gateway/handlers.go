@@ -183,6 +183,10 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, pr Principal, pt *parsedTask) *
 		rej(errDraining(p))
 		return nil
 	}
+	if p.draining.Load() { // checked again: a drain or a config apply removing the pool
+		rej(p.readiness())
+		return nil
+	}
 	key := taskKey{pr.Tenant, pt.TaskID}
 	if !s.tasks.reserve(key) {
 		rej(&APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id, status: fasthttp.StatusConflict,

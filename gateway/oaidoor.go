@@ -79,7 +79,7 @@ func (s *Server) handleOpenAI(chat bool) fasthttp.RequestHandler {
 			defer done()
 			res := collect(cur, nil, nil, 0)
 			if res.err != nil {
-				setBackoff(ctx, res.retryAfterMs)
+				setBackoff(ctx, res.err.Status, res.retryAfterMs)
 				writeOpenAIError(ctx, res.err)
 				return
 			}
@@ -142,9 +142,12 @@ func (s *Server) handleOpenAI(chat bool) fasthttp.RequestHandler {
 // setBackoff sets the backpressure headers of SPEC §3.6 for an error that
 // came after admission (as writeError does for the canonical API), plus
 // retry-after-ms, which the official OpenAI clients read first.
-func setBackoff(ctx *fasthttp.RequestCtx, ms int64) {
+func setBackoff(ctx *fasthttp.RequestCtx, status int, ms int64) {
 	if ms <= 0 {
-		return
+		if status != fasthttp.StatusTooManyRequests && status != fasthttp.StatusServiceUnavailable {
+			return
+		}
+		ms = 1000 // as writeError does for a 429/503 without its own hint
 	}
 	ctx.Response.Header.Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
 	ctx.Response.Header.Set("X-Backoff-Ms", strconv.FormatInt(ms, 10))

@@ -149,7 +149,7 @@ func newPool(cfg config.Pool, d poolDeps) (*pool, error) {
 		}
 	}
 	p.deps = d
-	rs, err := p.newSet(cfg.Replicas)
+	rs, err := p.newSet(cfg.Replicas, cfg.Model, cfg.EngineModel)
 	if err != nil {
 		return nil, err
 	}
@@ -162,11 +162,15 @@ func newPool(cfg config.Pool, d poolDeps) (*pool, error) {
 
 // newSet builds a replica set from cfgs: adapters, breakers and the ring.
 // Its health loops are not started.
-func (p *pool) newSet(cfgs []config.Replica) (*replicaSet, error) {
+func (p *pool) newSet(cfgs []config.Replica, model, engineModel string) (*replicaSet, error) {
 	d := p.deps
 	rs := &replicaSet{cfgs: cfgs, stop: make(chan struct{})}
+	// The adapters name the model the set serves (vLLM's "model", Triton's
+	// path), which a reload may have changed since the pool was built.
+	pc := p.cfg
+	pc.Model, pc.EngineModel = model, engineModel
 	for i, rc := range cfgs {
-		a, err := d.factory(p.cfg, rc)
+		a, err := d.factory(pc, rc)
 		if err != nil {
 			rs.close()
 			return nil, fmt.Errorf("pool %s replica %s: %w", p.id, rc.ID, err)
@@ -423,18 +427,21 @@ func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError,
 			return
 		case now := <-tick.C:
 			due, why, kinds = due[:0], why[:0], kinds[:0]
-			p.runMu.Lock()
-			for t := range p.running {
-				if ae, kind := p.overdue(t, now); ae != nil {
-					due, why, kinds = append(due, t), append(why, ae), append(kinds, kind)
-				} else if t.lastMetrics.IsZero() {
-					t.lastMetrics = now
-				} else if now.Sub(t.lastMetrics) >= metricsInterval {
-					t.lastMetrics = now
-					report(t, now)
+			func() {
+				p.runMu.Lock()
+				defer p.runMu.Unlock()
+				defer recoverLog(p.log, "watchdog")
+				for t := range p.running {
+					if ae, kind := p.overdue(t, now); ae != nil {
+						due, why, kinds = append(due, t), append(why, ae), append(kinds, kind)
+					} else if t.lastMetrics.IsZero() {
+						t.lastMetrics = now
+					} else if now.Sub(t.lastMetrics) >= metricsInterval {
+						t.lastMetrics = now
+						report(t, now)
+					}
 				}
-			}
-			p.runMu.Unlock()
+			}()
 			for i, t := range due {
 				func() {
 					defer recoverLog(p.log, "watchdog")
@@ -467,7 +474,7 @@ func (p *pool) overdue(t *task, now time.Time) (ae *APIError, kind abortReason) 
 	seg := n - t.segBase // tokens of this segment
 	ae = &APIError{Engine: p.engine, PoolID: p.id}
 	switch {
-	case now.Sub(t.dispatchedAt) > time.Duration(to.WallMs)*time.Millisecond:
+	case now.Sub(t.firstDispatch) > time.Duration(to.WallMs)*time.Millisecond:
 		ae.Code, ae.Message = CodeDecodeTimeout, "task ran longer than wall_ms "+strconv.Itoa(to.WallMs)
 	case seg == 0 && now.Sub(t.segStart) > time.Duration(to.FirstTokenMs)*time.Millisecond:
 		// A miss before the first token is a replica failure (SPEC §4.5);

@@ -64,7 +64,9 @@ func (s *Server) resumeAfter(t *task, err error) bool {
 		}
 		return s.requeueLocked(t, "preempted", nil)
 	case canceled && t.abort == abortFirstToken:
-		failedHere, before, retriable = true, true, true
+		// A resumed segment that misses its first token comes after tokens
+		// were streamed: a failure after the first token (SPEC §5).
+		failedHere, before, retriable = true, t.log.Tokens() == 0, true
 	case canceled && t.abort == abortIdle:
 		failedHere, before, retriable = true, t.log.Tokens() == 0, true
 	case canceled:
@@ -251,6 +253,9 @@ func (s *Server) abortError(t *task) *APIError {
 	switch reason {
 	case abortFirstToken:
 		ae.Code, ae.Message = CodeReplicaExhausted, "no first token within first_token_ms "+strconv.Itoa(p.cfg.Timeouts.FirstTokenMs)+" on any replica tried"
+		if t.log.Tokens() > 0 {
+			ae.Code, ae.Message = CodeDecodeTimeout, "no token within first_token_ms "+strconv.Itoa(p.cfg.Timeouts.FirstTokenMs)+" after resuming on another replica"
+		}
 	case abortIdle:
 		ae.Code, ae.Message = CodeDecodeTimeout, "no token for idle_ms "+strconv.Itoa(p.cfg.Timeouts.IdleMs)
 	default:

@@ -74,6 +74,9 @@ type task struct {
 	// token and idle clocks (written before addRunning, read by the watchdog).
 	segStart time.Time
 	segBase  int
+	// firstDispatch is when the task first reached a replica: wall_ms counts
+	// from here across retries and resumes.
+	firstDispatch time.Time
 
 	mu          sync.Mutex
 	abort       abortReason                // why the gateway aborted the running segment
@@ -198,6 +201,9 @@ func (s *Server) startTask(t *task, r *balancer.Replica, done func(success bool)
 		t.dispatchedAt = now
 	}
 	t.segStart, t.segBase = now, t.log.Tokens()
+	if t.firstDispatch.IsZero() {
+		t.firstDispatch = now
+	}
 	prefer := s.sessions.lastReplica(t.key.tenant, t.sessionID, t.pool)
 	t.kvWarm = prefer == r && t.kvHint != "cold" && t.segments == 0
 	if t.readers == 0 {
