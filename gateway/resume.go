@@ -82,8 +82,7 @@ func (s *Server) resumeAfter(t *task, err error) bool {
 	if t.deadline > 0 && time.Since(t.admittedAt).Milliseconds() >= t.deadline {
 		return false
 	}
-	if isEngine && before && ee.Kind == engines.KindOverloaded && t.overloads < maxOverloadRetries &&
-		len(t.tried) == 0 && !p.hasUntriedExcept(t.tried, r) {
+	if isEngine && before && ee.Kind == engines.KindOverloaded && overloadRetryableLocked(t) {
 		// The engine refused for load although the gateway counted a free
 		// slot: it frees an aborted request a moment after the gateway does
 		// (TGI at its max_concurrent_requests). When it is the only replica
@@ -114,6 +113,19 @@ func (s *Server) resumeAfter(t *task, err error) bool {
 // maxOverloadRetries bounds the retries of a task an engine refused as
 // overloaded (backoff 50, 100, 200 ms).
 const maxOverloadRetries = 3
+
+// overloadRetryableLocked reports whether an "overloaded" refusal of t's
+// running segment is retried on the same replica (t.mu held): retries left,
+// no replica failed the task yet, and no other replica can take it.
+func overloadRetryableLocked(t *task) bool {
+	return t.overloads < maxOverloadRetries && len(t.tried) == 0 && !t.pool.hasUntriedExcept(t.tried, t.replica)
+}
+
+func overloadRetryable(t *task) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return overloadRetryableLocked(t)
+}
 
 // hasUntriedExcept reports whether a ready replica other than r has not
 // failed the task.
@@ -291,6 +303,11 @@ func (s *Server) recordOutcome(t *task, segStart time.Time, err error) {
 		if slo := time.Duration(t.pool.ttftSLO.Load()); slo > 0 && t.prio == 0 && !first.IsZero() && first.Sub(segStart) > slo {
 			success = false
 		}
+	case isEngine && ee.Kind == engines.KindOverloaded && !ee.AfterFirstToken && overloadRetryable(t):
+		// The refusal resumeAfter will retry on the same replica after a
+		// backoff (the gateway's slot count ran ahead of the engine's):
+		// neutral for the breaker; the last refused attempt still counts.
+		success = true
 	case isEngine:
 		success = ee.Kind == engines.KindContextLength || ee.Kind == engines.KindInvalidRequest
 	case errors.Is(err, context.Canceled):
