@@ -21,37 +21,24 @@ import (
 
 // engineFakes start one fake replica per engine that has both a fake and an
 // adapter in this build.
-var engineFakes = map[string]func(fake.Options) (interface {
+// fakeReplica is what every engine's fake offers.
+type fakeReplica interface {
 	Start(string) error
 	URL() string
 	Close() error
-}, error){
-	engines.LlamaCpp: func(o fake.Options) (interface {
-		Start(string) error
-		URL() string
-		Close() error
-	}, error) {
+}
+
+var engineFakes = map[string]func(fake.Options) (fakeReplica, error){
+	engines.LlamaCpp: func(o fake.Options) (fakeReplica, error) {
 		return fake.New(o)
 	},
-	engines.VLLM: func(o fake.Options) (interface {
-		Start(string) error
-		URL() string
-		Close() error
-	}, error) {
+	engines.VLLM: func(o fake.Options) (fakeReplica, error) {
 		return fakevllm.New(o)
 	},
-	engines.TGI: func(o fake.Options) (interface {
-		Start(string) error
-		URL() string
-		Close() error
-	}, error) {
+	engines.TGI: func(o fake.Options) (fakeReplica, error) {
 		return faketgi.New(o)
 	},
-	engines.Triton: func(o fake.Options) (interface {
-		Start(string) error
-		URL() string
-		Close() error
-	}, error) {
+	engines.Triton: func(o fake.Options) (fakeReplica, error) {
 		return faketriton.New(o)
 	},
 }
