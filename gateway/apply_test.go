@@ -112,7 +112,6 @@ func TestApplyUnderLoad(t *testing.T) {
 	if e.fakes[0].Requests()+e.fakes[1].Requests() != before || next[0].Requests()+next[1].Requests() != 1 {
 		t.Fatal("a task after the apply did not go to the new replicas")
 	}
-	// Removing the pool: it is no longer routed to.
 	if r := e.do("GET", "/v1/config", testKey, ""); !strings.Contains(string(r.body), next[0].URL()) {
 		t.Fatalf("running config after the apply: %s", r.body)
 	}
@@ -129,5 +128,61 @@ func (s *stream) nextNoFail() (string, bool) {
 		if !f.Comment {
 			return string(f.Event), true
 		}
+	}
+}
+
+// TestApplyAddsAndRemovesPools: an apply that adds pool q and removes pool p
+// while a stream runs on p: the stream finishes with `end` (p drains), p is
+// no longer routed to and its dispatcher stops once idle, q serves.
+func TestApplyAddsAndRemovesPools(t *testing.T) {
+	e := newEnv(t, nil, fake.Options{ITL: 5 * time.Millisecond})
+	f, err := fake.New(fake.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	cur := string(e.do("GET", "/v1/config", testKey, "").body)
+	i := strings.Index(cur, "pools:\n")
+	if i < 0 {
+		t.Fatalf("no pools in\n%s", cur)
+	}
+	nf := cur[:i] + "pools:\n  - id: q\n    engine: llamacpp\n    model: mq\n    replicas:\n      - { id: q0, url: \"" + f.URL() + "\" }\n"
+	old := e.srv.poolList()[0]
+
+	long := newID()
+	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: long, maxTokens: 200}.body()); r.status != 202 {
+		t.Fatalf("enqueue: %d", r.status)
+	}
+	st := e.openStream(long, testKey)
+	eventually(t, "the long task to run", func() bool { return e.fakes[0].InFlight() == 1 })
+	r := e.do("POST", "/v1/config", testKey, nf)
+	if r.status != 200 || !strings.Contains(string(r.body), "pools.q (added)") || !strings.Contains(string(r.body), "pools.p (removed: drained)") {
+		t.Fatalf("apply: %d %s", r.status, r.body)
+	}
+	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{}.body()); r.status != 400 {
+		t.Fatalf("a task for the removed pool's model: %d %s", r.status, r.body)
+	}
+	qb := strings.Replace(taskSpec{maxTokens: 3}.body(), `"model_ref":"m"`, `"model_ref":"mq"`, 1)
+	if evs := e.postStream(qb).all(t); evs[len(evs)-1].name != "end" {
+		t.Fatalf("task on the added pool: %v", evs[len(evs)-1])
+	}
+	evs := st.all(t)
+	if last := evs[len(evs)-1]; last.name != "end" || len(tokens(t, evs)) != 200 {
+		t.Fatalf("stream on the removed pool: %d events, last %s %v", len(evs), last.name, last.data)
+	}
+	eventually(t, "the removed pool's runners to stop", func() bool {
+		select {
+		case <-old.done:
+			return true
+		default:
+			return false
+		}
+	})
+	sets := e.do("GET", "/v1/replicasets", testKey, "")
+	if strings.Contains(string(sets.body), `"pool_id":"p"`) || !strings.Contains(string(sets.body), `"pool_id":"q"`) {
+		t.Fatalf("replicasets after the apply: %s", sets.body)
 	}
 }
