@@ -180,22 +180,26 @@ func collect(cur interface {
 		defer t.Stop()
 		tick = t.C
 	}
+	var (
+		br   bytes.Reader
+		rd   = sse.NewReader(nil, 0)
+		text []byte // one token's text, reused
+	)
 	for {
 		data, done := cur.Next()
 		if len(data) > 0 {
-			rd := sse.NewReader(bytes.NewReader(data), 0)
+			br.Reset(data)
+			rd.Reset(&br)
 			for rd.Next(&f) == nil {
 				switch string(f.Event) {
 				case "token":
-					var tok struct {
-						T string `json:"t"`
-					}
-					if json.Unmarshal(f.Data, &tok) != nil {
+					var ok bool
+					if text, ok = sse.AppendTokenText(text[:0], f.Data); !ok {
 						continue
 					}
 					if onToken == nil {
-						res.text = append(res.text, tok.T...)
-					} else if !onToken([]byte(tok.T)) {
+						res.text = append(res.text, text...)
+					} else if !onToken(text) {
 						res.gone = true
 						return res
 					}
