@@ -124,7 +124,7 @@ type memCursor struct {
 	wake chan struct{}
 }
 
-func (c *memCursor) Next() ([]byte, bool) { d := c.data; c.data = nil; return d, true }
+func (c *memCursor) Next() ([]byte, bool)  { d := c.data; c.data = nil; return d, true }
 func (c *memCursor) Wake() <-chan struct{} { return c.wake }
 
 // BenchmarkOpenAIDoorRelay: re-encoding one task's canonical events as
