@@ -73,8 +73,11 @@ func TestSLOCountsWatchdogTimeouts(t *testing.T) {
 	if last := evs[len(evs)-1]; last.name != "error" || last.data["code"] != "DECODE_TIMEOUT" {
 		t.Fatalf("stalled task ended with %s %v", last.name, last.data)
 	}
+	// The watchdog records the failure just after it appends the error event
+	// the client reads, so wait for it rather than race it.
+	eventually(t, "the watchdog timeout to reach the SLO tracker", func() bool { return len(e.srv.slo.status()) == 1 })
 	st := e.srv.slo.status()
-	if len(st) != 1 || st[0].ErrorRate != 1 || st[0].Met["errors"] {
+	if st[0].Tasks != 1 || st[0].ErrorRate != 1 || st[0].Met["errors"] {
 		t.Fatalf("SLO after a watchdog timeout: %+v", st)
 	}
 }
