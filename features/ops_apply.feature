@@ -3,10 +3,11 @@ Feature: Hot config apply, its dry run and the ops event feed (SPEC §9, §14)
   POST /v1/config (control role) takes a whole config file. With
   ?dry_run=true it validates it and answers the diff against the running
   config and the changes, changing nothing. Without, it applies atomically
-  what a running gateway can change — keys, tenants, SLOs, pools and their
-  replica lists — and publishes a `config` event on GET /v1/events. An
-  invalid file, or one changing a key that needs a restart, is refused
-  whole with 400, naming the problems (path and line) or the key.
+  what a running gateway can change — keys, tenants, SLOs, pools, their
+  replica lists, queue limits, timeouts, ctx, failover and preemption — and
+  publishes a `config` event on GET /v1/events. An invalid file, or one
+  changing a key that needs a restart (or, for a pool's model, a reload), is
+  refused whole with 400, naming the problems (path and line) or the key.
 
   The candidate config starts as GET /v1/config (what `orchctl apply` edits).
 
@@ -63,7 +64,45 @@ Feature: Hot config apply, its dry run and the ops event feed (SPEC §9, §14)
       | what              | from                    | to                       |
       | shutdown_grace_ms | shutdown_grace_ms: 0    | shutdown_grace_ms: 5000  |
       | openai_compat     | openai_compat: false    | openai_compat: true      |
-      | pool p            | capacity: 8             | capacity: 9              |
+
+  @OC-CONFIG-6005
+  Scenario Outline: changing a pool's <what> live is refused with 400 saying what to do instead, and nothing changes [OC-CONFIG-6001..6010]
+    Given the candidate config is the running one from GET /v1/config
+    And the candidate config replaces "<from>" with "<to>"
+    When I POST the candidate config to "/v1/config" with key "sk-ctl"
+    Then the response status is 400
+    And the response is an error with code "INVALID_PARAMS"
+    And the error message mentions "<hint>"
+    And the running config is unchanged
+
+    Examples:
+      | what   | from             | to           | hint                  |
+      | model  | model: m         | model: m2    | /v1/pools/p/reload    |
+      | engine | engine: llamacpp | engine: tgi  | under a new id        |
+
+  @OC-CONFIG-6006 @OC-CONFIG-6007 @ORCH-2007
+  Scenario: a pool's queue limits apply live: what is queued stays, the next newcomer meets the new capacity [OC-CONFIG-6001..6010]
+    Given the engine streams a token every 5 ms
+    And task "l1" was submitted for 2000 tokens
+    And task "l2" was submitted for 2000 tokens
+    And the engine has 2 requests in flight
+    And task "q1" was submitted for 4 tokens
+    And task "q2" was submitted for 4 tokens
+    And the candidate config is the running one from GET /v1/config
+    And the candidate config replaces "capacity: 8" with "capacity: 1"
+    When I POST the candidate config to "/v1/config" with key "sk-ctl"
+    Then the response status is 200
+    And the response JSON at "changes" equals ["pools.p.queue"]
+    When I submit task "x" for 4 tokens
+    Then the response status is 429
+    And the response is an error with code "ADMISSION_REJECT"
+    And the error message mentions "2 queued, capacity 1"
+    When I cancel task "l1"
+    And I cancel task "l2"
+    And reader "a" reads the stream of task "q1"
+    And reader "b" reads the stream of task "q2"
+    Then the last event of reader "a" is "end" with tokens_out 4
+    And the last event of reader "b" is "end" with tokens_out 4
 
   @OC-CONFIG-6006 @OC-CONFIG-6007 @OC-CTRL-2051 @ORCH-3060
   Scenario: applying a new replica list answers 200, publishes a config event, and the next tasks go to the new replica [OC-CONFIG-6001..6010]

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"reflect"
 	"sort"
 	"strings"
@@ -14,16 +15,20 @@ import (
 	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/llama-orch/llama-orch/gateway/admission"
 	"github.com/llama-orch/llama-orch/gateway/config"
 )
 
 // Hot reload (SPEC §9, issue 6): SIGHUP or POST /v1/config swaps the config
 // atomically. What a running gateway can change in place: API keys, tenants
 // and their quotas, SLO targets, and pools — added, removed (drained, then
-// dropped) or given a new replica list (a new replica set, switched in once
-// its replicas pass health; running streams finish on the old set). Every
-// other key needs a restart: an apply that changes one is refused whole,
-// naming it, and changes nothing. So is an invalid file.
+// dropped), given a new replica list (a new replica set, switched in once
+// its replicas pass health; running streams finish on the old set), or given
+// new queue limits, timeouts, ctx, failover or preemption (see poolTuning
+// for when each takes effect). A pool's model changes by a reload (its
+// replicas must prove they serve it); its engine, only under a new pool id.
+// Every other key needs a restart: an apply that changes one is refused
+// whole, naming it, and changes nothing. So is an invalid file.
 
 // applyTimeout bounds the wait for new replica sets to pass health.
 const applyTimeout = 30 * time.Second
@@ -145,9 +150,16 @@ func applicable(cur, next *config.Config) (changes []string, why string) {
 		if !sameYAML(o.Replicas, p.Replicas) {
 			changes = append(changes, "pools."+p.ID+".replicas")
 		}
-		o.Replicas, p.Replicas = nil, nil
-		if !sameYAML(o, p) {
-			return changes, "changing pool " + p.ID + " other than its replicas needs a restart of orchd (or remove it and add it under a new id)"
+		changes = append(changes, tuningChanges(o, p)...)
+		switch {
+		case o.Engine != p.Engine:
+			return changes, "changing the engine of pool " + p.ID + " needs a new pool: remove it and add it under a new id"
+		case o.Model != p.Model || o.EngineModel != p.EngineModel:
+			return changes, "changing the model of pool " + p.ID + " is a reload (POST /v1/pools/" + p.ID + "/reload, orchctl reload): its replicas must prove they serve the new model"
+		}
+		// Any other pool key (none today) needs a restart.
+		if !sameYAML(restOfPool(o), restOfPool(p)) {
+			return changes, "changing pool " + p.ID + " this way needs a restart of orchd"
 		}
 	}
 	for _, p := range cur.Pools {
@@ -156,6 +168,35 @@ func applicable(cur, next *config.Config) (changes []string, why string) {
 		}
 	}
 	return changes, ""
+}
+
+// restOfPool is p without the keys an apply handles (replicas, tunable
+// settings) or refuses by name (engine, model).
+func restOfPool(p config.Pool) config.Pool {
+	p.Replicas, p.Ctx, p.Queue, p.Timeouts, p.Failover, p.Preemption = nil, 0, config.Queue{}, config.Timeouts{}, "", ""
+	p.Engine, p.Model, p.EngineModel = "", "", ""
+	return p
+}
+
+// tuningChanges names the settings of pool o that p changes in place (queue,
+// timeouts, ctx, failover, preemption).
+func tuningChanges(o, p config.Pool) []string {
+	var out []string
+	for _, c := range []struct {
+		key  string
+		a, b any
+	}{
+		{"ctx", o.Ctx, p.Ctx},
+		{"queue", o.Queue, p.Queue},
+		{"timeouts", o.Timeouts, p.Timeouts},
+		{"failover", o.Failover, p.Failover},
+		{"preemption", o.Preemption, p.Preemption},
+	} {
+		if !sameYAML(c.a, c.b) {
+			out = append(out, "pools."+p.ID+"."+c.key)
+		}
+	}
+	return out
 }
 
 // topLevelDiff names the top-level keys that differ between a and b.
@@ -192,9 +233,14 @@ func (s *Server) commit(cur, next *config.Config) error {
 		p  *pool
 		rs *replicaSet
 	}
+	type retune struct {
+		p  *pool
+		pc config.Pool
+	}
 	var (
 		added    []*pool
 		swaps    []swap
+		retunes  []retune
 		prepared []*replicaSet
 	)
 	abort := func(e error) error {
@@ -220,6 +266,14 @@ func (s *Server) commit(cur, next *config.Config) error {
 			continue
 		}
 		newList = append(newList, p)
+		if cur := poolConfig(cur, pc.ID); len(tuningChanges(cur, pc)) > 0 {
+			// Checked now, so the switch below cannot fail half-way.
+			capacity, policy, caps := queueLimits(pc)
+			if _, err := admission.NewQueue[struct{}](admission.Config{Capacity: capacity, Policy: policy, PerPriority: caps}); err != nil {
+				return abort(fmt.Errorf("pool %s: %w", pc.ID, err))
+			}
+			retunes = append(retunes, retune{p, pc})
+		}
 		if !sameYAML(p.set().cfgs, pc.Replicas) {
 			rs, err := p.newSet(pc.Replicas, p.model(), p.engineModel())
 			if err != nil {
@@ -264,6 +318,11 @@ func (s *Server) commit(cur, next *config.Config) error {
 	for _, p := range newList {
 		p.ttftSLO.Store(int64(time.Duration(next.SLO.Interactive.TTFTP95Ms) * time.Millisecond))
 	}
+	for _, rt := range retunes {
+		if err := rt.p.retune(rt.pc); err != nil {
+			s.log.Error("BUG: a checked pool setting was refused", zap.Error(err))
+		}
+	}
 	for _, sw := range swaps {
 		old := sw.p.set()
 		sw.p.cur.Store(sw.rs)
@@ -297,6 +356,16 @@ func (s *Server) commit(cur, next *config.Config) error {
 		s.dropPool(p)
 	}
 	return nil
+}
+
+// poolConfig returns pool id's config in c (zero if absent).
+func poolConfig(c *config.Config, id string) config.Pool {
+	for _, p := range c.Pools {
+		if p.ID == id {
+			return p
+		}
+	}
+	return config.Pool{}
 }
 
 // unready lists rs's replicas that have not passed health yet.

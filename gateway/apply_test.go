@@ -3,12 +3,14 @@ package gateway
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/llama-orch/llama-orch/engines/fake"
+	"github.com/llama-orch/llama-orch/gateway/config"
 	"github.com/llama-orch/llama-orch/sse"
 )
 
@@ -184,5 +186,163 @@ func TestApplyAddsAndRemovesPools(t *testing.T) {
 	sets := e.do("GET", "/v1/replicasets", testKey, "")
 	if strings.Contains(string(sets.body), `"pool_id":"p"`) || !strings.Contains(string(sets.body), `"pool_id":"q"`) {
 		t.Fatalf("replicasets after the apply: %s", sets.body)
+	}
+}
+
+// applyEdit fetches the running config, applies the replacements to it and
+// POSTs it; it fails the test unless the apply answers 200 with changes.
+func (e *env) applyEdit(t *testing.T, wantChanges string, oldNew ...string) {
+	t.Helper()
+	r := e.do("GET", "/v1/config", testKey, "")
+	if r.status != 200 {
+		t.Fatalf("GET /v1/config: %d %s", r.status, r.body)
+	}
+	cfg := string(r.body)
+	for i := 0; i+1 < len(oldNew); i += 2 {
+		if !strings.Contains(cfg, oldNew[i]) {
+			t.Fatalf("the running config has no %q:\n%s", oldNew[i], cfg)
+		}
+		cfg = strings.Replace(cfg, oldNew[i], oldNew[i+1], 1)
+	}
+	r = e.do("POST", "/v1/config", testKey, cfg)
+	if r.status != 200 || r.json(t)["applied"] != true {
+		t.Fatalf("apply: %d %s", r.status, r.body)
+	}
+	got := fmt.Sprint(r.json(t)["changes"])
+	if got != wantChanges {
+		t.Fatalf("changes = %s, want %s", got, wantChanges)
+	}
+}
+
+// TestApplyTimeoutsToRunningTasks: new watchdog limits reach a task that is
+// already running. A stream stalled under idle_ms 60 s ends with
+// DECODE_TIMEOUT naming the new limit soon after an apply sets 300 ms.
+func TestApplyTimeoutsToRunningTasks(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.Pools[0].Timeouts.IdleMs = 60000 }, fake.Options{Fail: fake.FailStall})
+	s := e.postStream(taskSpec{maxTokens: 8}.body())
+	defer s.close()
+	// Without the new limit the stall lasts 60 s: fail in 20.
+	cut := time.AfterFunc(20*time.Second, s.close)
+	defer cut.Stop()
+	for toks := 0; toks < 2; {
+		ev, ok := s.next(t)
+		if !ok {
+			t.Fatal("the stream ended before the stall")
+		}
+		if ev.name == "token" {
+			toks++
+		}
+	}
+	e.applyEdit(t, "[pools.p.timeouts]", "idle_ms: 60000", "idle_ms: 300")
+	evs := s.all(t)
+	last := evs[len(evs)-1]
+	if last.name != "error" || last.data["code"] != "DECODE_TIMEOUT" || !strings.Contains(fmt.Sprint(last.data["message"]), "idle_ms 300") {
+		t.Fatalf("the stalled task ended with %s %v", last.name, last.data)
+	}
+}
+
+// TestApplyQueueLimits: a pool's queue takes new limits live. Shrunk below
+// its backlog it keeps every queued task and refuses newcomers; under
+// drop-lru the next newcomer evicts the oldest queued task; grown, it admits.
+func TestApplyQueueLimits(t *testing.T) {
+	e := newEnv(t, nil, fake.Options{Slots: 1, ITL: 5 * time.Millisecond})
+	long := newID()
+	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: long, maxTokens: 4000}.body()); r.status != 202 {
+		t.Fatalf("enqueue: %d %s", r.status, r.body)
+	}
+	eventually(t, "the long task to run", func() bool { return e.fakes[0].InFlight() == 1 })
+	var queued []string
+	for range 3 {
+		id := newID()
+		if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: id, maxTokens: 4}.body()); r.status != 202 {
+			t.Fatalf("enqueue: %d %s", r.status, r.body)
+		}
+		queued = append(queued, id)
+	}
+	// Capacity 8 → 2, three queued: all stay, the next is refused.
+	e.applyEdit(t, "[pools.p.queue]", "capacity: 8", "capacity: 2")
+	r := e.do("POST", "/v1/tasks", testKey, taskSpec{maxTokens: 4}.body())
+	if r.status != 429 || !strings.Contains(string(r.body), "3 queued, capacity 2") {
+		t.Fatalf("a newcomer to a queue shrunk below its backlog: %d %s", r.status, r.body)
+	}
+	// drop-lru at capacity 3: the newcomer takes the oldest one's place.
+	e.applyEdit(t, "[pools.p.queue]", "capacity: 2", "capacity: 3", "full_policy: reject", "full_policy: drop-lru")
+	newer := newID()
+	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: newer, maxTokens: 4}.body()); r.status != 202 {
+		t.Fatalf("drop-lru newcomer: %d %s", r.status, r.body)
+	}
+	evs := e.openStream(queued[0], testKey).all(t)
+	if last := evs[len(evs)-1]; last.name != "error" || last.data["code"] != "QUEUE_FULL_DROP_LRU" {
+		t.Fatalf("the oldest queued task ended with %s %v", last.name, last.data)
+	}
+	// Grown back: admitted at once.
+	e.applyEdit(t, "[pools.p.queue]", "capacity: 3", "capacity: 8", "full_policy: drop-lru", "full_policy: reject")
+	grown := newID()
+	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: grown, maxTokens: 4}.body()); r.status != 202 {
+		t.Fatalf("after growing the queue: %d %s", r.status, r.body)
+	}
+	// Everything admitted is still there: the long task ends, and every
+	// queued one then runs to its end.
+	if r := e.do("POST", "/v1/tasks/"+long+"/cancel", testKey, ""); r.status != 204 {
+		t.Fatalf("cancel: %d", r.status)
+	}
+	for _, id := range append(queued[1:], newer, grown) {
+		evs := e.openStream(id, testKey).all(t)
+		if last := evs[len(evs)-1]; last.name != "end" {
+			t.Fatalf("queued task %s ended with %s %v", id, last.name, last.data)
+		}
+	}
+}
+
+// TestApplyPreemptionToNewTasks: turning preemption to hard reaches tasks
+// dispatched after the apply; one that started under soft kept no text to
+// resume from, so it is never aborted for a newcomer.
+func TestApplyPreemptionToNewTasks(t *testing.T) {
+	e := newEnv(t, nil, fake.Options{Slots: 1, ITL: 10 * time.Millisecond})
+	preempted := func(evs []event) bool {
+		for _, ev := range evs {
+			if ev.name == "metrics" && ev.data["preempted"] == true {
+				return true
+			}
+		}
+		return false
+	}
+	runBatch := func() (*stream, []event) {
+		id := newID()
+		if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: id, maxTokens: 40, priority: "batch"}.body()); r.status != 202 {
+			t.Fatalf("batch: %d %s", r.status, r.body)
+		}
+		s := e.openStream(id, testKey)
+		var got []event
+		for n := 0; n < 5; {
+			ev, ok := s.next(t)
+			if !ok {
+				t.Fatal("the batch stream ended early")
+			}
+			got = append(got, ev)
+			if ev.name == "token" {
+				n++
+			}
+		}
+		return s, got
+	}
+	old, got := runBatch() // dispatched under soft
+	e.applyEdit(t, "[pools.p.preemption]", "preemption: soft", "preemption: hard")
+	urgent := e.postStream(taskSpec{maxTokens: 3, priority: "interactive"}.body())
+	got = append(got, old.all(t)...)
+	if preempted(got) || got[len(got)-1].name != "end" || len(tokens(t, got)) != 40 {
+		t.Fatalf("the task dispatched under soft preemption: %s", names(got))
+	}
+	if u := urgent.all(t); u[len(u)-1].name != "end" {
+		t.Fatalf("urgent: %s", names(u))
+	}
+	// A batch task dispatched now is preempted for an interactive newcomer.
+	s, got := runBatch()
+	if u := e.postStream(taskSpec{maxTokens: 3, priority: "interactive"}.body()).all(t); u[len(u)-1].name != "end" {
+		t.Fatalf("urgent: %s", names(u))
+	}
+	got = append(got, s.all(t)...)
+	if !preempted(got) || got[len(got)-1].name != "end" || len(tokens(t, got)) != 40 {
+		t.Fatalf("the task dispatched under hard preemption: %s", names(got))
 	}
 }

@@ -266,7 +266,7 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, pr Principal, pt *parsedTask) *
 		if full.Policy == admission.PolicyDropLRU {
 			code = CodeQueueFullDropLRU
 		}
-		perPriority := full.Capacity != p.queue.Capacity()
+		perPriority := full.PerPriority
 		rej(&APIError{Code: code, Engine: p.engine, PoolID: p.id, PolicyLabel: full.Policy,
 			Message:      "queue of pool " + p.id + " is full (" + strconv.Itoa(full.Queued) + " queued, capacity " + strconv.Itoa(full.Capacity) + ")",
 			RetryAfterMs: p.backoffMs(t.prio, perPriority), queuePosition: full.Queued, queueETAMs: p.predictStartMs(full.Queued), queueKnown: true})

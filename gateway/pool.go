@@ -71,7 +71,10 @@ func (rs *replicaSet) close() {
 
 // pool is one configured pool at run time.
 type pool struct {
+	// cfg is the pool's config as built; what an apply changes in place is
+	// in tune.
 	cfg    config.Pool
+	tune   atomic.Pointer[poolTuning]
 	id     string
 	engine string
 	log    *zap.Logger
@@ -103,6 +106,45 @@ type pool struct {
 	weights [admission.NumPriorities]float64
 }
 
+// poolTuning holds the pool settings a config apply changes in place:
+// the context limit and the watchdog limits apply to running tasks at once;
+// failover and preemption apply to tasks dispatched after the change (a
+// running task keeps the policy it started under, since whether its text is
+// kept for a resume was decided then). The queue's limits live in the queue.
+type poolTuning struct {
+	ctx        int
+	timeouts   config.Timeouts
+	failover   string
+	preemption string
+}
+
+func tuningOf(pc config.Pool) *poolTuning {
+	return &poolTuning{ctx: pc.Ctx, timeouts: pc.Timeouts, failover: pc.Failover, preemption: pc.Preemption}
+}
+
+// tuning returns the pool's current tunable settings.
+func (p *pool) tuning() *poolTuning { return p.tune.Load() }
+
+// queueLimits returns the admission queue limits of pc.
+func queueLimits(pc config.Pool) (capacity int, policy string, caps [admission.NumPriorities]int) {
+	if pp := pc.Queue.PerPriority; pp != nil {
+		caps = [admission.NumPriorities]int{pp.Interactive, pp.Batch}
+	}
+	return pc.Queue.Capacity, pc.Queue.FullPolicy, caps
+}
+
+// retune applies pc's tunable settings to the running pool (a config
+// apply); the caller has checked that nothing else of the pool changed.
+func (p *pool) retune(pc config.Pool) error {
+	capacity, policy, caps := queueLimits(pc)
+	if err := p.queue.SetLimits(capacity, policy, caps); err != nil {
+		return fmt.Errorf("pool %s: %w", p.id, err)
+	}
+	p.tune.Store(tuningOf(pc))
+	p.signal() // a larger queue or new limits: let the dispatcher look again
+	return nil
+}
+
 // poolDeps are the server-wide settings and hooks a pool needs.
 type poolDeps struct {
 	weights      config.Weights
@@ -118,14 +160,8 @@ type poolDeps struct {
 
 func newPool(cfg config.Pool, d poolDeps) (*pool, error) {
 	weights, log := d.weights, d.log
-	qcfg := admission.Config{
-		Capacity: cfg.Queue.Capacity,
-		Policy:   cfg.Queue.FullPolicy,
-		Weights:  [admission.NumPriorities]float64{weights.Interactive, weights.Batch},
-	}
-	if pp := cfg.Queue.PerPriority; pp != nil {
-		qcfg.PerPriority = [admission.NumPriorities]int{pp.Interactive, pp.Batch}
-	}
+	qcfg := admission.Config{Weights: [admission.NumPriorities]float64{weights.Interactive, weights.Batch}}
+	qcfg.Capacity, qcfg.Policy, qcfg.PerPriority = queueLimits(cfg)
 	q, err := admission.NewQueue[*task](qcfg)
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", cfg.ID, err)
@@ -141,6 +177,7 @@ func newPool(cfg config.Pool, d poolDeps) (*pool, error) {
 		done:    make(chan struct{}),
 		running: make(map[*task]struct{}),
 	}
+	p.tune.Store(tuningOf(cfg))
 	p.est.init()
 	p.weights = qcfg.Weights
 	for i, w := range p.weights {
@@ -169,6 +206,9 @@ func (p *pool) newSet(cfgs []config.Replica, model, engineModel string) (*replic
 	// path), which a reload may have changed since the pool was built.
 	pc := p.cfg
 	pc.Model, pc.EngineModel = model, engineModel
+	if tu := p.tuning(); tu != nil { // nil while newPool builds the first set
+		pc.Ctx, pc.Timeouts, pc.Failover, pc.Preemption = tu.ctx, tu.timeouts, tu.failover, tu.preemption
+	}
 	for i, rc := range cfgs {
 		a, err := d.factory(pc, rc)
 		if err != nil {
@@ -259,7 +299,7 @@ func (p *pool) readiness() *APIError {
 		}
 	}
 	if !p.everReady.Load() {
-		return &APIError{Code: CodePoolUnready, Message: "pool " + p.id + " is preloading: no replica has passed its health check yet", PoolID: p.id, Engine: p.engine, RetryAfterMs: int64(max(p.cfg.Timeouts.FirstTokenMs/10, 1000))}
+		return &APIError{Code: CodePoolUnready, Message: "pool " + p.id + " is preloading: no replica has passed its health check yet", PoolID: p.id, Engine: p.engine, RetryAfterMs: int64(max(p.tuning().timeouts.FirstTokenMs/10, 1000))}
 	}
 	msg := "pool " + p.id + " has no healthy replica"
 	if last := p.lastError(); last != "" {
@@ -282,7 +322,7 @@ func (p *pool) lastError() string {
 // ctxLimit is the pool's model limit: the configured ctx, or the engine's
 // smaller per-slot context (SPEC §13).
 func (p *pool) ctxLimit() int {
-	limit := p.cfg.Ctx
+	limit := p.tuning().ctx
 	rs := p.set()
 	for i, st := range rs.states {
 		if !rs.replicas[i].Ready() {
@@ -411,10 +451,8 @@ func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(
 // or longer than wall_ms in all. It samples token counts instead of timing
 // every token, so the relay's hot path pays nothing for it.
 func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError, kind abortReason), report func(t *task, now time.Time)) {
-	to := p.cfg.Timeouts
-	period := time.Duration(min(to.FirstTokenMs, to.IdleMs, to.WallMs)) * time.Millisecond / 4
-	period = min(max(period, 10*time.Millisecond), time.Second, metricsInterval/2)
-	tick := time.NewTicker(period)
+	tune := p.tuning()
+	tick := time.NewTicker(watchdogPeriod(tune.timeouts))
 	defer tick.Stop()
 	var due []*task
 	var why []*APIError
@@ -426,6 +464,10 @@ func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError,
 		case <-p.done:
 			return
 		case now := <-tick.C:
+			if cur := p.tuning(); cur != tune { // an apply changed the limits
+				tune = cur
+				tick.Reset(watchdogPeriod(tune.timeouts))
+			}
 			due, why, kinds = due[:0], why[:0], kinds[:0]
 			func() {
 				p.runMu.Lock()
@@ -452,6 +494,13 @@ func (p *pool) watchdog(stop <-chan struct{}, expire func(t *task, ae *APIError,
 	}
 }
 
+// watchdogPeriod samples running tasks four times per shortest limit,
+// between 10 ms and a second (and often enough for the metrics events).
+func watchdogPeriod(to config.Timeouts) time.Duration {
+	period := time.Duration(min(to.FirstTokenMs, to.IdleMs, to.WallMs)) * time.Millisecond / 4
+	return min(max(period, 10*time.Millisecond), time.Second, metricsInterval/2)
+}
+
 // metricsInterval spaces the periodic `metrics` events of a running task
 // (a variable so a test can shorten it).
 var metricsInterval = 2 * time.Second
@@ -461,7 +510,7 @@ var metricsInterval = 2 * time.Second
 // kind says which limit broke: abortFirstToken, abortIdle, or abortNone for
 // wall_ms (never resumed: the task's whole budget is spent).
 func (p *pool) overdue(t *task, now time.Time) (ae *APIError, kind abortReason) {
-	to := p.cfg.Timeouts
+	to := p.tuning().timeouts
 	n := t.log.Tokens()
 	if t.wdSeg != t.segStart {
 		// A new segment (a retry or a resume elsewhere): its clocks start

@@ -25,7 +25,7 @@ func (p *pool) interruptible() bool {
 // that started last (the least work lost). The victim resumes later from its
 // text so far; a `strict` one ends with an error instead.
 func (s *Server) maybePreempt(p *pool, newcomer *task) {
-	if p.cfg.Preemption != "hard" || newcomer.prio != admission.Interactive || !p.interruptible() {
+	if p.tuning().preemption != "hard" || newcomer.prio != admission.Interactive || !p.interruptible() {
 		return
 	}
 	if _, free := p.capacity(); free > 0 {
@@ -34,7 +34,9 @@ func (s *Server) maybePreempt(p *pool, newcomer *task) {
 	var victim *task
 	p.runMu.Lock()
 	for t := range p.running {
-		if t.prio <= newcomer.prio {
+		// A task dispatched before an apply turned preemption to hard
+		// kept no text to resume from: it runs on.
+		if t.prio <= newcomer.prio || t.tune.preemption != "hard" {
 			continue
 		}
 		if victim == nil || t.dispatchedAt.After(victim.dispatchedAt) {

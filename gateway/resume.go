@@ -104,7 +104,7 @@ func (s *Server) resumeAfter(t *task, err error) bool {
 	if before {
 		return s.requeueLocked(t, "retry", r)
 	}
-	if p.cfg.Failover != "resume" || t.strict {
+	if t.tune.failover != "resume" || t.strict {
 		return false
 	}
 	return s.requeueLocked(t, "failover", r)
@@ -264,12 +264,12 @@ func (s *Server) abortError(t *task) *APIError {
 	ae := &APIError{Engine: p.engine, PoolID: p.id, Retriable: true}
 	switch reason {
 	case abortFirstToken:
-		ae.Code, ae.Message = CodeReplicaExhausted, "no first token within first_token_ms "+strconv.Itoa(p.cfg.Timeouts.FirstTokenMs)+" on any replica tried"
+		ae.Code, ae.Message = CodeReplicaExhausted, "no first token within first_token_ms "+strconv.Itoa(p.tuning().timeouts.FirstTokenMs)+" on any replica tried"
 		if t.log.Tokens() > 0 {
-			ae.Code, ae.Message = CodeDecodeTimeout, "no token within first_token_ms "+strconv.Itoa(p.cfg.Timeouts.FirstTokenMs)+" after resuming on another replica"
+			ae.Code, ae.Message = CodeDecodeTimeout, "no token within first_token_ms "+strconv.Itoa(p.tuning().timeouts.FirstTokenMs)+" after resuming on another replica"
 		}
 	case abortIdle:
-		ae.Code, ae.Message = CodeDecodeTimeout, "no token for idle_ms "+strconv.Itoa(p.cfg.Timeouts.IdleMs)
+		ae.Code, ae.Message = CodeDecodeTimeout, "no token for idle_ms "+strconv.Itoa(p.tuning().timeouts.IdleMs)
 	default:
 		return nil
 	}

@@ -56,9 +56,10 @@ type task struct {
 
 	sink           taskSink
 	dispatchedAt   time.Time
-	expectedTokens int   // the client's expected_tokens hint (0 = none)
-	strict         bool  // determinism: strict (never resumed after preemption)
-	predictedEndMs int64 // at admission
+	expectedTokens int         // the client's expected_tokens hint (0 = none)
+	strict         bool        // determinism: strict (never resumed after preemption)
+	tune           *poolTuning // the pool's failover and preemption at the first dispatch
+	predictedEndMs int64       // at admission
 	// Hard preemption (SPEC §4.4): a preempted best_effort task resumes from
 	// its text so far; these carry the finished segments' account.
 	segments      int
@@ -200,6 +201,9 @@ func (s *Server) startTask(t *task, r *balancer.Replica, done func(success bool)
 	if t.segments == 0 {
 		t.dispatchedAt = now
 	}
+	if t.tune == nil {
+		t.tune = t.pool.tuning() // failover and preemption as of the first dispatch
+	}
 	t.segStart, t.segBase = now, t.log.Tokens()
 	if t.firstDispatch.IsZero() {
 		t.firstDispatch = now
@@ -267,7 +271,7 @@ func (s *Server) runTask(ctx context.Context, t *task, r *balancer.Replica) {
 			zap.Int64("queue_time_ms", queueMs))
 		t.sink.log = t.log
 		// Keep the text when the task may resume elsewhere from it.
-		t.sink.keep = !t.strict && (p.cfg.Failover == "resume" || p.cfg.Preemption == "hard" && t.prio != admission.Interactive)
+		t.sink.keep = !t.strict && (t.tune.failover == "resume" || t.tune.preemption == "hard" && t.prio != admission.Interactive)
 		t.sink.onFirst = func() {
 			ms := float64(time.Since(t.admittedAt).Microseconds()) / 1000
 			s.metrics.firstToken(labels, ms)

@@ -215,7 +215,7 @@ func (r *refQueue) push(m Meta, id int) (int, error) {
 	np := r.count(p)
 	if c := r.cfg.PerPriority[p]; c > 0 && np >= c {
 		if r.cfg.Policy != PolicyDropLRU {
-			return -1, &FullError{Policy: r.cfg.Policy, Queued: np, Capacity: c}
+			return -1, &FullError{Policy: r.cfg.Policy, Queued: np, Capacity: c, PerPriority: true}
 		}
 		for _, e := range r.queued {
 			if e.m.Prio == p && (victim == nil || e.seq < victim.seq) {
@@ -373,8 +373,8 @@ func (r *refQueue) pushFront(id int) {
 	r.queued = append(r.queued, e)
 }
 
-// TestModel runs long random sequences of push, pop, remove and put-back
-// against the reference: every pop, victim, error, removal and length must
+// TestModel runs long random sequences of push, pop, remove, put-back and
+// (rarely) new limits against the reference: every pop, victim, error, removal and length must
 // agree, and the real queue's invariants must hold after every step.
 func TestModel(t *testing.T) {
 	type setup struct {
@@ -481,6 +481,16 @@ func TestModel(t *testing.T) {
 						if got, want := q.Remove(entries[id]), ref.remove(id); got != want {
 							t.Fatalf("step %d %s = %v, reference %v", step, what, got, want)
 						}
+					case r < 91:
+						// A config apply: new bounds and policy, same weights.
+						policies := []string{PolicyReject, PolicyDropLRU, PolicyShedLowPriority}
+						capacity, policy := 1+rng.IntN(14), policies[rng.IntN(len(policies))]
+						caps := [NumPriorities]int{rng.IntN(7), rng.IntN(7)}
+						what = fmt.Sprintf("SetLimits(%d, %s, %v)", capacity, policy, caps)
+						if err := q.SetLimits(capacity, policy, caps); err != nil {
+							t.Fatalf("step %d %s: %v", step, what, err)
+						}
+						ref.cfg.Capacity, ref.cfg.Policy, ref.cfg.PerPriority = capacity, policy, caps
 					default:
 						if len(popped) == 0 {
 							continue

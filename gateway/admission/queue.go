@@ -68,6 +68,8 @@ type FullError struct {
 	Policy   string
 	Queued   int // entries counted against the bound that was hit
 	Capacity int // that bound: the pool's capacity or the priority's cap
+	// PerPriority: the bound hit was the priority's cap, not the pool's.
+	PerPriority bool
 }
 
 func (e *FullError) Error() string {
@@ -246,25 +248,9 @@ const (
 
 // NewQueue returns an empty queue.
 func NewQueue[T any](cfg Config) (*Queue[T], error) {
-	if cfg.Capacity <= 0 {
-		return nil, fmt.Errorf("admission: capacity must be > 0, got %d", cfg.Capacity)
-	}
-	var sign int
-	switch cfg.Policy {
-	case "", PolicyReject:
-		cfg.Policy = PolicyReject
-	case PolicyDropLRU:
-		sign = 1 // oldest on top
-	case PolicyShedLowPriority:
-		sign = -1 // newest on top
-	default:
-		return nil, fmt.Errorf("admission: full policy %q is not supported (supported: %s, %s, %s)",
-			cfg.Policy, PolicyReject, PolicyDropLRU, PolicyShedLowPriority)
-	}
-	for i, c := range cfg.PerPriority {
-		if c < 0 {
-			return nil, fmt.Errorf("admission: cap of %s must be >= 0, got %d", Priority(i), c)
-		}
+	sign, err := checkLimits(&cfg)
+	if err != nil {
+		return nil, err
 	}
 	for i, w := range cfg.Weights {
 		if math.IsNaN(w) || math.IsInf(w, 0) {
@@ -285,11 +271,87 @@ func NewQueue[T any](cfg Config) (*Queue[T], error) {
 	return q, nil
 }
 
+// checkLimits validates cfg's capacity, caps and policy, normalizes an
+// empty policy to PolicyReject and returns the policy's seqHeap sign.
+func checkLimits(cfg *Config) (sign int, err error) {
+	if cfg.Capacity <= 0 {
+		return 0, fmt.Errorf("admission: capacity must be > 0, got %d", cfg.Capacity)
+	}
+	switch cfg.Policy {
+	case "", PolicyReject:
+		cfg.Policy = PolicyReject
+	case PolicyDropLRU:
+		sign = 1 // oldest on top
+	case PolicyShedLowPriority:
+		sign = -1 // newest on top
+	default:
+		return 0, fmt.Errorf("admission: full policy %q is not supported (supported: %s, %s, %s)",
+			cfg.Policy, PolicyReject, PolicyDropLRU, PolicyShedLowPriority)
+	}
+	for i, c := range cfg.PerPriority {
+		if c < 0 {
+			return 0, fmt.Errorf("admission: cap of %s must be >= 0, got %d", Priority(i), c)
+		}
+	}
+	return sign, nil
+}
+
+// SetLimits changes the bounds and the full policy of a live queue (a
+// config apply); the weights stay. Nothing queued is dropped: when the new
+// bounds are below what is queued, the queue stays over them and admits a
+// newcomer only as its policy allows (reject: none until enough have been
+// dispatched; drop-lru and shed-low-priority: by evicting one entry per
+// newcomer, as for any full queue). Invalid limits return an error and
+// change nothing.
+func (q *Queue[T]) SetLimits(capacity int, policy string, perPriority [NumPriorities]int) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	next := q.cfg
+	next.Capacity, next.Policy, next.PerPriority = capacity, policy, perPriority
+	sign, err := checkLimits(&next)
+	if err != nil {
+		return err
+	}
+	q.cfg = next
+	for i := range q.pq {
+		pq := &q.pq[i]
+		if pq.bySeq.sign == sign {
+			continue
+		}
+		// The arrival heap is ordered (or kept at all) by the policy:
+		// rebuild it from the tenants' entries.
+		pq.bySeq.sign = sign
+		clear(pq.bySeq.s)
+		pq.bySeq.s = pq.bySeq.s[:0]
+		if sign == 0 {
+			continue
+		}
+		for _, t := range pq.tenants {
+			for _, e := range t.h {
+				e.si = len(pq.bySeq.s)
+				pq.bySeq.s = append(pq.bySeq.s, e)
+			}
+		}
+		for j := len(pq.bySeq.s)/2 - 1; j >= 0; j-- {
+			pq.bySeq.down(j)
+		}
+	}
+	return nil
+}
+
 // Policy returns the queue's full policy label.
-func (q *Queue[T]) Policy() string { return q.cfg.Policy }
+func (q *Queue[T]) Policy() string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.cfg.Policy
+}
 
 // Capacity returns the pool-wide queue bound.
-func (q *Queue[T]) Capacity() int { return q.cfg.Capacity }
+func (q *Queue[T]) Capacity() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.cfg.Capacity
+}
 
 // Push admits v or applies the full policy.
 //
@@ -342,7 +404,7 @@ func (q *Queue[T]) makeRoomLocked(p Priority) (*Entry[T], error) {
 			q.removeLocked(v)
 			return v, nil
 		}
-		return nil, &FullError{Policy: q.cfg.Policy, Queued: q.pq[p].n, Capacity: c}
+		return nil, &FullError{Policy: q.cfg.Policy, Queued: q.pq[p].n, Capacity: c, PerPriority: true}
 	}
 	if q.n < q.cfg.Capacity {
 		return nil, nil

@@ -171,7 +171,7 @@ func TestFullPolicies(t *testing.T) {
 			&FullError{Policy: PolicyReject, Queued: 3, Capacity: 3}},
 		// reject by a priority cap reports that cap and its count.
 		{"reject by cap", Config{Capacity: 9, PerPriority: [NumPriorities]int{0, 2}}, []item{{B, "a"}, {B, "b"}, {I, "a"}}, false, item{B, "c"}, -1,
-			&FullError{Policy: PolicyReject, Queued: 2, Capacity: 2}},
+			&FullError{Policy: PolicyReject, Queued: 2, Capacity: 2, PerPriority: true}},
 		// Below capacity nobody is evicted.
 		{"drop-lru with room", Config{Capacity: 4, Policy: PolicyDropLRU}, []item{{B, "a"}, {I, "a"}}, false, item{I, "a"}, -1, nil},
 		// drop-lru, interactive newcomer: every queued task is of equal or
@@ -207,7 +207,7 @@ func TestFullPolicies(t *testing.T) {
 		// shed cannot help a full interactive cap: shedding batch frees no
 		// interactive place.
 		{"shed by cap", Config{Capacity: 9, PerPriority: [NumPriorities]int{2, 0}, Policy: PolicyShedLowPriority}, []item{{B, "a"}, {I, "b"}, {I, "c"}}, false, item{I, "d"}, -1,
-			&FullError{Policy: PolicyShedLowPriority, Queued: 2, Capacity: 2}},
+			&FullError{Policy: PolicyShedLowPriority, Queued: 2, Capacity: 2, PerPriority: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -259,6 +259,116 @@ func TestFullPolicies(t *testing.T) {
 				t.Fatalf("the newcomer was not dispatched: %v", got)
 			}
 		})
+	}
+}
+
+// TestSetLimits: a live queue takes new bounds and a new full policy; what
+// is queued stays queued and the next newcomer meets the new rules.
+func TestSetLimits(t *testing.T) {
+	I, B := Interactive, Batch
+	type item struct {
+		p      Priority
+		tenant string
+	}
+	tests := []struct {
+		name     string
+		from     Config
+		queued   []item
+		capacity int
+		policy   string
+		caps     [NumPriorities]int
+		in       item
+		victim   int // index of the evicted entry, -1 for none
+		err      *FullError
+	}{
+		{"grow a full reject queue", Config{Capacity: 2}, []item{{B, "a"}, {B, "b"}}, 3, PolicyReject, [NumPriorities]int{}, item{B, "c"}, -1, nil},
+		{"shrink below what is queued: refused, nothing dropped", Config{Capacity: 4}, []item{{B, "a"}, {B, "b"}, {I, "c"}}, 2, PolicyReject, [NumPriorities]int{}, item{I, "d"}, -1,
+			&FullError{Policy: PolicyReject, Queued: 3, Capacity: 2}},
+		{"reject to drop-lru: the oldest goes", Config{Capacity: 3}, []item{{B, "a"}, {I, "b"}, {B, "c"}}, 3, PolicyDropLRU, [NumPriorities]int{}, item{I, "d"}, 0, nil},
+		{"reject to shed: the newest batch goes", Config{Capacity: 3}, []item{{B, "a"}, {I, "b"}, {B, "c"}}, 3, PolicyShedLowPriority, [NumPriorities]int{}, item{I, "d"}, 2, nil},
+		{"drop-lru to shed: the heap turns over", Config{Capacity: 4, Policy: PolicyDropLRU}, []item{{B, "a"}, {B, "b"}, {B, "c"}, {B, "a"}}, 4, PolicyShedLowPriority, [NumPriorities]int{}, item{I, "d"}, 3, nil},
+		{"shed to drop-lru", Config{Capacity: 4, Policy: PolicyShedLowPriority}, []item{{B, "a"}, {B, "b"}, {B, "c"}, {B, "a"}}, 4, PolicyDropLRU, [NumPriorities]int{}, item{B, "d"}, 0, nil},
+		{"drop-lru to reject", Config{Capacity: 2, Policy: PolicyDropLRU}, []item{{B, "a"}, {B, "b"}}, 2, "", [NumPriorities]int{}, item{I, "d"}, -1,
+			&FullError{Policy: PolicyReject, Queued: 2, Capacity: 2}},
+		{"a new batch cap", Config{Capacity: 9}, []item{{B, "a"}, {B, "b"}}, 9, PolicyReject, [NumPriorities]int{0, 2}, item{B, "c"}, -1,
+			&FullError{Policy: PolicyReject, Queued: 2, Capacity: 2, PerPriority: true}},
+		{"a cap lifted", Config{Capacity: 9, PerPriority: [NumPriorities]int{0, 1}}, []item{{B, "a"}}, 9, PolicyReject, [NumPriorities]int{}, item{B, "c"}, -1, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := newQueue(t, tt.from)
+			es := make([]*Entry[int], len(tt.queued))
+			for i, it := range tt.queued {
+				es[i] = push(t, q, at(it.p, it.tenant), i)
+			}
+			if err := q.SetLimits(tt.capacity, tt.policy, tt.caps); err != nil {
+				t.Fatal(err)
+			}
+			if err := checkInvariants(q); err != nil {
+				t.Fatal(err)
+			}
+			want := tt.policy
+			if want == "" {
+				want = PolicyReject
+			}
+			if q.Capacity() != tt.capacity || q.Policy() != want || q.Len() != len(tt.queued) {
+				t.Fatalf("after SetLimits: capacity %d policy %s len %d", q.Capacity(), q.Policy(), q.Len())
+			}
+			e, _, victim, err := q.Push(at(tt.in.p, tt.in.tenant), 100)
+			if tt.err != nil {
+				var fe *FullError
+				if !errors.As(err, &fe) || *fe != *tt.err {
+					t.Fatalf("err = %v, want %+v", err, *tt.err)
+				}
+				if q.Len() != len(tt.queued) {
+					t.Fatalf("a refusal changed Len to %d", q.Len())
+				}
+			} else {
+				if err != nil || e == nil {
+					t.Fatalf("Push: %v", err)
+				}
+				switch {
+				case tt.victim < 0 && victim != nil:
+					t.Fatalf("evicted %d, want nobody", victim.Value)
+				case tt.victim >= 0 && victim != es[tt.victim]:
+					t.Fatalf("victim = %v, want entry %d", victim, tt.victim)
+				}
+			}
+			if err := checkInvariants(q); err != nil {
+				t.Fatal(err)
+			}
+			// Everything still queued dispatches.
+			n := q.Len()
+			if got := drain(q); len(got) != n {
+				t.Fatalf("drained %d of %d", len(got), n)
+			}
+		})
+	}
+}
+
+// TestSetLimitsInvalid: bad limits are refused and change nothing.
+func TestSetLimitsInvalid(t *testing.T) {
+	q := newQueue(t, Config{Capacity: 2, Policy: PolicyDropLRU})
+	push(t, q, at(Batch, "a"), 1)
+	for _, tc := range []struct {
+		capacity int
+		policy   string
+		caps     [NumPriorities]int
+	}{
+		{0, PolicyReject, [NumPriorities]int{}},
+		{-1, PolicyReject, [NumPriorities]int{}},
+		{2, "fifo", [NumPriorities]int{}},
+		{2, PolicyReject, [NumPriorities]int{-1, 0}},
+	} {
+		if err := q.SetLimits(tc.capacity, tc.policy, tc.caps); err == nil {
+			t.Fatalf("SetLimits(%d, %q, %v) accepted", tc.capacity, tc.policy, tc.caps)
+		}
+		if q.Capacity() != 2 || q.Policy() != PolicyDropLRU || q.Len() != 1 {
+			t.Fatalf("a refused SetLimits changed the queue: %d %s %d", q.Capacity(), q.Policy(), q.Len())
+		}
+		if err := checkInvariants(q); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
