@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/engines/fake"
 	"github.com/llama-orch/llama-orch/gateway/config"
 	"github.com/llama-orch/llama-orch/sse"
@@ -369,6 +370,25 @@ func replicaInSets(t *testing.T, e *env, id string) map[string]any {
 // scraped load (the scrape follows each health probe).
 func waitIdleLoads(t *testing.T, e *env) {
 	t.Helper()
+	// A scrape read while the last task ran may be stored after it ended.
+	// Each replica's probes run one after another, so once two scrapes were
+	// stored from here on, the second was read with the engines idle and no
+	// older reading can land later.
+	rs := e.srv.poolList()[0].set()
+	last, seen := make([]*engines.Load, len(rs.states)), make([]int, len(rs.states))
+	for i, st := range rs.states {
+		last[i] = st.load.Load()
+	}
+	eventually(t, "two load scrapes of every replica", func() bool {
+		done := true
+		for i, st := range rs.states {
+			if l := st.load.Load(); l != last[i] {
+				last[i], seen[i] = l, seen[i]+1
+			}
+			done = done && seen[i] >= 2
+		}
+		return done
+	})
 	eventually(t, "scraped engine loads to show idle engines", func() bool {
 		for _, r := range e.srv.poolList()[0].set().replicas {
 			if proc, def, _ := r.EngineLoad(); proc+def != 0 {
