@@ -99,6 +99,10 @@ func (s *Server) handleEvents(ctx *fasthttp.RequestCtx) {
 	keep := s.keep
 	stop := s.stop
 	log := s.log
+	// An ops client that stops reading is dropped after streamWriteTimeout
+	// (the feed drops it sooner if events pile up); the writer runs until
+	// the response ends, so ctx outlives it.
+	dl := writeDeadline{ctx: ctx}
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer s.events.unsubscribe(ch)
 		defer recoverLog(log, "events stream")
@@ -115,6 +119,7 @@ func (s *Server) handleEvents(ctx *fasthttp.RequestCtx) {
 			buf = append(buf, "\ndata: "...)
 			buf = append(buf, data...)
 			buf = append(buf, "\n\n"...)
+			dl.arm()
 			if _, err := w.Write(buf); err != nil {
 				return false
 			}
@@ -135,6 +140,7 @@ func (s *Server) handleEvents(ctx *fasthttp.RequestCtx) {
 					return
 				}
 			case <-ping.C:
+				dl.arm()
 				if _, err := w.Write(sse.AppendComment(buf[:0], "ping")); err != nil || w.Flush() != nil {
 					return
 				}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"math"
-	"net"
 	"strconv"
 	"time"
 
@@ -347,7 +346,7 @@ func (s *Server) serveStream(ctx *fasthttp.RequestCtx, t *task, after int64) {
 	ctx.Response.Header.Set("X-Accel-Buffering", "no")
 	ctx.Response.ImmediateHeaderFlush = true
 	t.attach()
-	body := &streamBody{s: s, t: t, cur: t.log.Subscribe(after), conn: ctx.Conn()}
+	body := &streamBody{s: s, t: t, cur: t.log.Subscribe(after), dl: writeDeadline{ctx: ctx}}
 	ctx.Response.SetBodyStream(body, -1)
 }
 
@@ -356,29 +355,43 @@ func (s *Server) serveStream(ctx *fasthttp.RequestCtx, t *task, after int64) {
 // chunk, so a burst of events published together leaves in one write.
 type streamBody struct {
 	s       *Server
-	conn    net.Conn // for write deadlines: a client that stops reading is dropped
 	t       *task
 	cur     *tasklog.Cursor
-	pending []byte    // Read's leftover
-	armed   time.Time // when the write deadline was last set
+	pending []byte        // Read's leftover
+	dl      writeDeadline // a client that stops reading is dropped
 	closed  bool
 }
 
 var pingComment = []byte(": ping\n\n")
 
 // streamWriteTimeout bounds one write to a stream client: one that keeps the
-// socket open but stops reading is detached instead of pinning the task.
-const streamWriteTimeout = 30 * time.Second
+// socket open but stops reading is detached instead of pinning the task (a
+// variable so a test can shorten it).
+var streamWriteTimeout = 30 * time.Second
+
+// writeDeadline keeps a streaming response's write deadline ahead of now.
+// It goes through the RequestCtx, so fasthttp writes the end of the response
+// (the last chunk, after the body writer returned) under it too and clears it
+// afterwards for the connection's next request. Re-arming costs a poller
+// update; a deadline a few seconds stale is as good a bound, so it is
+// refreshed only every streamWriteTimeout/8.
+type writeDeadline struct {
+	ctx   *fasthttp.RequestCtx
+	armed time.Time
+}
+
+func (d *writeDeadline) arm() {
+	if d.ctx == nil {
+		return
+	}
+	if now := time.Now(); now.Sub(d.armed) > streamWriteTimeout/8 {
+		_ = d.ctx.SetWriteDeadline(now.Add(streamWriteTimeout))
+		d.armed = now
+	}
+}
 
 func (b *streamBody) write(w io.Writer, p []byte) (int, error) {
-	if b.conn != nil {
-		// Re-arming the deadline costs a poller update; a deadline a few
-		// seconds stale is as good a bound, so refresh it only then.
-		if now := time.Now(); now.Sub(b.armed) > streamWriteTimeout/8 {
-			_ = b.conn.SetWriteDeadline(now.Add(streamWriteTimeout))
-			b.armed = now
-		}
-	}
+	b.dl.arm()
 	return w.Write(p)
 }
 
@@ -394,9 +407,6 @@ func (b *streamBody) WriteTo(w io.Writer) (int64, error) {
 	var n int64
 	timer := time.NewTimer(b.s.keep)
 	defer timer.Stop()
-	if b.conn != nil {
-		defer b.conn.SetWriteDeadline(time.Time{}) //nolint:errcheck // the connection may serve more requests
-	}
 	cur := b.cur
 	cur.SetDirect(func(p []byte) error {
 		_, err := b.write(w, p)

@@ -93,21 +93,18 @@ func (s *Server) handleOpenAI(chat bool) fasthttp.RequestHandler {
 		ctx.Response.Header.Set(fasthttp.HeaderCacheControl, "no-cache")
 		ctx.Response.Header.Set("X-Accel-Buffering", "no")
 		includeUsage := req.IncludeUsage
-		conn, keep := ctx.Conn(), s.keep
+		keep := s.keep
+		// The writer runs until the response ends, so ctx outlives it.
+		dl := writeDeadline{ctx: ctx}
 		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 			defer done()
 			// A client that stops reading but keeps the socket open is
 			// dropped after streamWriteTimeout, as on the canonical stream.
-			var armed time.Time
 			write := func(p []byte) bool {
-				if now := time.Now(); now.Sub(armed) > streamWriteTimeout/8 {
-					_ = conn.SetWriteDeadline(now.Add(streamWriteTimeout))
-					armed = now
-				}
+				dl.arm()
 				_, err := w.Write(p)
 				return err == nil
 			}
-			defer conn.SetWriteDeadline(time.Time{}) //nolint:errcheck // the connection may serve more requests
 			var buf []byte
 			buf = st.AppendRole(buf)
 			if len(buf) > 0 && (!write(buf) || w.Flush() != nil) {
