@@ -154,8 +154,11 @@ func applicable(cur, next *config.Config) (changes []string, why string) {
 		switch {
 		case o.Engine != p.Engine:
 			return changes, "changing the engine of pool " + p.ID + " needs a new pool: remove it and add it under a new id"
-		case o.Model != p.Model || o.EngineModel != p.EngineModel:
+		case (o.Model != p.Model || engineModelOf(o) != engineModelOf(p)) && reloadable(p):
 			return changes, "changing the model of pool " + p.ID + " is a reload (POST /v1/pools/" + p.ID + "/reload, orchctl reload): its replicas must prove they serve the new model"
+		case o.Model != p.Model || engineModelOf(o) != engineModelOf(p):
+			// A reload sets model and engine_model to one name.
+			return changes, "changing model or engine_model of pool " + p.ID + " to different names needs a restart of orchd (a reload serves one name as both)"
 		}
 		// Any other pool key (none today) needs a restart.
 		if !sameYAML(restOfPool(o), restOfPool(p)) {
@@ -170,6 +173,19 @@ func applicable(cur, next *config.Config) (changes []string, why string) {
 	return changes, ""
 }
 
+// engineModelOf is the name p's engines must report: engine_model, or the
+// model when engine_model is empty (a reload records both as one name).
+func engineModelOf(p config.Pool) string {
+	if p.EngineModel != "" {
+		return p.EngineModel
+	}
+	return p.Model
+}
+
+// reloadable: a reload to p.Model gives p (it sets engine_model to the same
+// name, and an empty engine_model means the same).
+func reloadable(p config.Pool) bool { return p.EngineModel == "" || p.EngineModel == p.Model }
+
 // restOfPool is p without the keys an apply handles (replicas, tunable
 // settings) or refuses by name (engine, model).
 func restOfPool(p config.Pool) config.Pool {
@@ -178,21 +194,34 @@ func restOfPool(p config.Pool) config.Pool {
 	return p
 }
 
+// queueLimitsOf is what queueLimits returns, comparable.
+type queueLimitsOf struct {
+	capacity int
+	policy   string
+	caps     [admission.NumPriorities]int
+}
+
+func limitsOf(p config.Pool) queueLimitsOf {
+	var l queueLimitsOf
+	l.capacity, l.policy, l.caps = queueLimits(p)
+	return l
+}
+
 // tuningChanges names the settings of pool o that p changes in place (queue,
 // timeouts, ctx, failover, preemption).
 func tuningChanges(o, p config.Pool) []string {
 	var out []string
 	for _, c := range []struct {
 		key  string
-		a, b any
+		same bool
 	}{
-		{"ctx", o.Ctx, p.Ctx},
-		{"queue", o.Queue, p.Queue},
-		{"timeouts", o.Timeouts, p.Timeouts},
-		{"failover", o.Failover, p.Failover},
-		{"preemption", o.Preemption, p.Preemption},
+		{"ctx", o.Ctx == p.Ctx},
+		{"queue", limitsOf(o) == limitsOf(p)}, // an absent per_priority and one of zeros are the same
+		{"timeouts", o.Timeouts == p.Timeouts},
+		{"failover", o.Failover == p.Failover},
+		{"preemption", o.Preemption == p.Preemption},
 	} {
-		if !sameYAML(c.a, c.b) {
+		if !c.same {
 			out = append(out, "pools."+p.ID+"."+c.key)
 		}
 	}
@@ -275,7 +304,7 @@ func (s *Server) commit(cur, next *config.Config) error {
 			retunes = append(retunes, retune{p, pc})
 		}
 		if !sameYAML(p.set().cfgs, pc.Replicas) {
-			rs, err := p.newSet(pc.Replicas, p.model(), p.engineModel())
+			rs, err := p.newSet(pc.Replicas, p.model(), p.engineModel(), tuningOf(pc))
 			if err != nil {
 				return abort(err)
 			}

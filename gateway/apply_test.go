@@ -346,3 +346,52 @@ func TestApplyPreemptionToNewTasks(t *testing.T) {
 		t.Fatalf("the task dispatched under hard preemption: %s", names(got))
 	}
 }
+
+// TestApplicablePoolChanges: what an apply lists, applies in place, or
+// refuses for a pool's keys.
+func TestApplicablePoolChanges(t *testing.T) {
+	base := `
+auth: { keys: [ { key: sk-a, tenant: t1, roles: [data, control] } ] }
+pools:
+  - id: p
+    engine: llamacpp
+    model: m
+    queue: { capacity: 8 }
+    replicas: [ { id: r0, url: "http://127.0.0.1:18081" } ]
+`
+	cur, problems, err := config.Check([]byte(base), config.ValidateOptions{})
+	if err != nil || config.HasErrors(problems) {
+		t.Fatal(err, problems)
+	}
+	tests := []struct {
+		name    string
+		edit    func(p *config.Pool)
+		changes string
+		why     string // a substring of the refusal; "" = applicable (then changes is checked)
+	}{
+		{"nothing", func(p *config.Pool) {}, "[]", ""},
+		{"per_priority of zeros is no cap", func(p *config.Pool) { p.Queue.PerPriority = &config.PerPriority{} }, "[]", ""},
+		{"a batch cap", func(p *config.Pool) { p.Queue.PerPriority = &config.PerPriority{Batch: 2} }, "[pools.p.queue]", ""},
+		{"timeouts and failover", func(p *config.Pool) { p.Timeouts.IdleMs = 100; p.Failover = "resume" }, "[pools.p.timeouts pools.p.failover]", ""},
+		{"ctx and preemption", func(p *config.Pool) { p.Ctx = 2048; p.Preemption = "hard" }, "[pools.p.ctx pools.p.preemption]", ""},
+		{"engine_model spelled out as the model", func(p *config.Pool) { p.EngineModel = "m" }, "[]", ""},
+		{"a new model", func(p *config.Pool) { p.Model = "m2" }, "[]", "/v1/pools/p/reload"},
+		{"a new model and the same engine_model", func(p *config.Pool) { p.Model, p.EngineModel = "m2", "m2" }, "[]", "/v1/pools/p/reload"},
+		{"a public name other than the engine's", func(p *config.Pool) { p.Model, p.EngineModel = "m2", "org/m2" }, "[]", "needs a restart"},
+		{"another engine", func(p *config.Pool) { p.Engine = "tgi" }, "[]", "under a new id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			next := *cur
+			next.Pools = append([]config.Pool(nil), cur.Pools...)
+			tt.edit(&next.Pools[0])
+			changes, why := applicable(cur, &next)
+			if got := fmt.Sprint(changes); tt.why == "" && got != tt.changes {
+				t.Errorf("changes = %s, want %s", got, tt.changes)
+			}
+			if tt.why == "" && why != "" || tt.why != "" && !strings.Contains(why, tt.why) {
+				t.Errorf("why = %q, want %q", why, tt.why)
+			}
+		})
+	}
+}

@@ -395,7 +395,7 @@ func (s *Server) handleReload(ctx *fasthttp.RequestCtx) {
 			}
 		}
 		var err error
-		if fresh, err = p.newSet(cfgs, body.NewModelRef, body.NewModelRef); err != nil {
+		if fresh, err = p.newSet(cfgs, body.NewModelRef, body.NewModelRef, p.tuning()); err != nil {
 			writeError(ctx, errInvalid(err.Error()))
 			return
 		}

@@ -106,11 +106,13 @@ type pool struct {
 	weights [admission.NumPriorities]float64
 }
 
-// poolTuning holds the pool settings a config apply changes in place:
-// the context limit and the watchdog limits apply to running tasks at once;
-// failover and preemption apply to tasks dispatched after the change (a
-// running task keeps the policy it started under, since whether its text is
-// kept for a resume was decided then). The queue's limits live in the queue.
+// poolTuning holds the pool settings a config apply changes in place: the
+// context limit applies to the next admission; the watchdog limits to
+// running tasks at once (from the watchdog's next tick); failover and
+// preemption to tasks dispatched after the change that have streamed no
+// token yet (a task that has keeps the policy it streamed under, since
+// whether its text is kept for a resume was decided then). The queue's
+// limits live in the queue.
 type poolTuning struct {
 	ctx        int
 	timeouts   config.Timeouts
@@ -186,7 +188,7 @@ func newPool(cfg config.Pool, d poolDeps) (*pool, error) {
 		}
 	}
 	p.deps = d
-	rs, err := p.newSet(cfg.Replicas, cfg.Model, cfg.EngineModel)
+	rs, err := p.newSet(cfg.Replicas, cfg.Model, cfg.EngineModel, p.tuning())
 	if err != nil {
 		return nil, err
 	}
@@ -199,16 +201,17 @@ func newPool(cfg config.Pool, d poolDeps) (*pool, error) {
 
 // newSet builds a replica set from cfgs: adapters, breakers and the ring.
 // Its health loops are not started.
-func (p *pool) newSet(cfgs []config.Replica, model, engineModel string) (*replicaSet, error) {
+//
+// tu is the tuning the set will run under (an apply that changes both a
+// pool's replicas and its settings builds the set before switching).
+func (p *pool) newSet(cfgs []config.Replica, model, engineModel string, tu *poolTuning) (*replicaSet, error) {
 	d := p.deps
 	rs := &replicaSet{cfgs: cfgs, stop: make(chan struct{})}
 	// The adapters name the model the set serves (vLLM's "model", Triton's
 	// path), which a reload may have changed since the pool was built.
 	pc := p.cfg
 	pc.Model, pc.EngineModel = model, engineModel
-	if tu := p.tuning(); tu != nil { // nil while newPool builds the first set
-		pc.Ctx, pc.Timeouts, pc.Failover, pc.Preemption = tu.ctx, tu.timeouts, tu.failover, tu.preemption
-	}
+	pc.Ctx, pc.Timeouts, pc.Failover, pc.Preemption = tu.ctx, tu.timeouts, tu.failover, tu.preemption
 	for i, rc := range cfgs {
 		a, err := d.factory(pc, rc)
 		if err != nil {

@@ -58,7 +58,7 @@ type task struct {
 	dispatchedAt   time.Time
 	expectedTokens int         // the client's expected_tokens hint (0 = none)
 	strict         bool        // determinism: strict (never resumed after preemption)
-	tune           *poolTuning // the pool's failover and preemption at the first dispatch
+	tune           *poolTuning // the pool's failover and preemption when its first token was dispatched
 	predictedEndMs int64       // at admission
 	// Hard preemption (SPEC §4.4): a preempted best_effort task resumes from
 	// its text so far; these carry the finished segments' account.
@@ -201,10 +201,12 @@ func (s *Server) startTask(t *task, r *balancer.Replica, done func(success bool)
 	if t.segments == 0 {
 		t.dispatchedAt = now
 	}
-	if t.tune == nil {
-		t.tune = t.pool.tuning() // failover and preemption as of the first dispatch
-	}
 	t.segStart, t.segBase = now, t.log.Tokens()
+	if t.tune == nil || t.segBase == 0 {
+		// Failover and preemption as of the dispatch of the first token
+		// (runTask decides from them whether the text is kept).
+		t.tune = t.pool.tuning()
+	}
 	if t.firstDispatch.IsZero() {
 		t.firstDispatch = now
 	}
@@ -270,8 +272,6 @@ func (s *Server) runTask(ctx context.Context, t *task, r *balancer.Replica) {
 			zap.String("replica_id", r.ID), zap.String("engine_version", ver), zap.Bool("kv_warmth", t.kvWarm),
 			zap.Int64("queue_time_ms", queueMs))
 		t.sink.log = t.log
-		// Keep the text when the task may resume elsewhere from it.
-		t.sink.keep = !t.strict && (t.tune.failover == "resume" || t.tune.preemption == "hard" && t.prio != admission.Interactive)
 		t.sink.onFirst = func() {
 			ms := float64(time.Since(t.admittedAt).Microseconds()) / 1000
 			s.metrics.firstToken(labels, ms)
@@ -281,6 +281,10 @@ func (s *Server) runTask(ctx context.Context, t *task, r *balancer.Replica) {
 		s.metrics.resumption(p.engine)
 		s.logTask(t, zap.InfoLevel, "task resumed", zap.String("replica_id", r.ID), zap.String("engine_version", p.replicaVersion(r)),
 			zap.Int("segment", t.segments), zap.Int("tokens_so_far", t.tokensOutPrev), zap.Bool("preempted", true))
+	}
+	if t.segBase == 0 {
+		// Keep the text when the task may resume elsewhere from it.
+		t.sink.keep = !t.strict && (t.tune.failover == "resume" || t.tune.preemption == "hard" && t.prio != admission.Interactive)
 	}
 	t.sink.segTokens = 0
 	res, err = st.adapter.Stream(ctx, &t.req, &t.sink)
