@@ -51,7 +51,7 @@ Feature: Balancing and resilience (SPEC §5)
   @OC-CORE-1011 @ORCH-3010 @OC-CORE-1022
   Scenario: a replica missing first_token_ms is aborted and the task retried on the other one [ORCH-3010]
     Given replica "r1" sends its first token after 5000 ms
-    And the pool's timeouts are { first_token_ms: 300 }
+    And the pool's timeouts are { first_token_ms: 1000 }
     And session "s" hashes to replica "r1"
     And every replica is ready
     And task "a" in session "s" was submitted for 8 tokens
@@ -165,7 +165,7 @@ Feature: Balancing and resilience (SPEC §5)
   @ORCH-3040 @OC-POOL-3011 @OC-CORE-1010
   Scenario: a replica failing 5 times in a row trips its breaker: out of selection, open in /v1/replicasets, closed again once its engine is back [ORCH-3040]
     Given replica "r1" fails with "start-500"
-    And replica breakers trip after 5 consecutive failures and stay open for 1000 ms
+    And replica breakers trip after 5 consecutive failures and stay open for 3000 ms
     And sessions "s1, s2, s3, s4, s5, s6, s7" hash to replica "r1"
     And every replica is ready
     # Each task fails on r1 before its first token and is retried on r0.

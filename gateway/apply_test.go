@@ -309,7 +309,8 @@ func TestApplyPreemptionToNewTasks(t *testing.T) {
 	}
 	runBatch := func() (*stream, []event) {
 		id := newID()
-		if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: id, maxTokens: 40, priority: "batch"}.body()); r.status != 202 {
+		// 200 tokens at 10 ms leave a newcomer ~2 s to arrive on a loaded machine.
+		if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: id, maxTokens: 200, priority: "batch"}.body()); r.status != 202 {
 			t.Fatalf("batch: %d %s", r.status, r.body)
 		}
 		s := e.openStream(id, testKey)
@@ -330,7 +331,7 @@ func TestApplyPreemptionToNewTasks(t *testing.T) {
 	e.applyEdit(t, "[pools.p.preemption]", "preemption: soft", "preemption: hard")
 	urgent := e.postStream(taskSpec{maxTokens: 3, priority: "interactive"}.body())
 	got = append(got, old.all(t)...)
-	if preempted(got) || got[len(got)-1].name != "end" || len(tokens(t, got)) != 40 {
+	if preempted(got) || got[len(got)-1].name != "end" || len(tokens(t, got)) != 200 {
 		t.Fatalf("the task dispatched under soft preemption: %s", names(got))
 	}
 	if u := urgent.all(t); u[len(u)-1].name != "end" {
@@ -342,7 +343,7 @@ func TestApplyPreemptionToNewTasks(t *testing.T) {
 		t.Fatalf("urgent: %s", names(u))
 	}
 	got = append(got, s.all(t)...)
-	if !preempted(got) || got[len(got)-1].name != "end" || len(tokens(t, got)) != 40 {
+	if !preempted(got) || got[len(got)-1].name != "end" || len(tokens(t, got)) != 200 {
 		t.Fatalf("the task dispatched under hard preemption: %s", names(got))
 	}
 }

@@ -38,7 +38,7 @@ func TestRetryBeforeFirstToken(t *testing.T) {
 		{"start-500", fake.Options{Fail: fake.FailStart500}, nil}, // 5xx before the first token
 		{"start-429", fake.Options{Fail: fake.FailStart429}, nil}, // overloaded
 		{"slow first token", fake.Options{TTFT: 3 * time.Second}, func(c *config.Config) { // first_token_ms miss
-			c.Pools[0].Timeouts.FirstTokenMs = 500
+			c.Pools[0].Timeouts.FirstTokenMs = 1500 // r0 misses it; r1 meets it on a loaded machine
 		}},
 	}
 	for _, c := range cases {
@@ -114,7 +114,9 @@ func TestFailoverStrictErrors(t *testing.T) {
 // breaker (out of selection, shown in /v1/replicasets, counted); once the
 // engine recovers, the half-open health probe closes it (SPEC §5).
 func TestBreakerOpensAndCloses(t *testing.T) {
-	e := newEnv(t, func(c *config.Config) { c.Breaker.OpenMs = 200 }, fake.Options{Fail: fake.FailStart500}, fake.Options{})
+	// open_ms leaves the checks below time to see the breaker open before
+	// the half-open probe (the fake's health is fine) closes it.
+	e := newEnv(t, func(c *config.Config) { c.Breaker.OpenMs = 2000 }, fake.Options{Fail: fake.FailStart500}, fake.Options{})
 	p := e.srv.poolList()[0]
 	var onR0 []string // sessions that hash to r0 while it is selectable
 	for i := 0; i < 6; i++ {
@@ -161,7 +163,7 @@ func TestResumedSegmentMissingFirstToken(t *testing.T) {
 	e := newEnv(t, func(c *config.Config) {
 		p := &c.Pools[0]
 		p.Failover = config.FailoverResume
-		p.Timeouts.IdleMs, p.Timeouts.FirstTokenMs = 300, 300
+		p.Timeouts.IdleMs, p.Timeouts.FirstTokenMs = 1000, 1000 // r0's healthy start must meet them on a loaded machine
 		c.Breaker.ConsecutiveFailures = 100
 	}, fake.Options{Fail: fake.FailStall}, fake.Options{TTFT: 5 * time.Second})
 	// Start on the stalling replica r0: its session hashes there.

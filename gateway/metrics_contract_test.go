@@ -571,7 +571,8 @@ func runMixedWorkload(t *testing.T, oe *obsEnv) {
 
 	// Hard preemption: a running batch decode is aborted for an interactive
 	// newcomer and resumes afterwards (preemptions_total, resumptions_total).
-	batch := oe.enqueue(t, obsTask{model: "ma", maxTokens: 40, priority: "batch"})
+	// 200 tokens at 10 ms leave the newcomer ~2 s to arrive on a loaded machine.
+	batch := oe.enqueue(t, obsTask{model: "ma", maxTokens: 200, priority: "batch"})
 	s := oe.openStream(batch, testKey)
 	for n := 0; n < 5; {
 		ev, ok := s.next(t)

@@ -16,7 +16,7 @@ import (
 // TestWatchdogIdle: an engine that stalls after two tokens is ended with
 // DECODE_TIMEOUT, its engine request aborted and the slot freed (SPEC §4.5).
 func TestWatchdogIdle(t *testing.T) {
-	e := newEnv(t, func(c *config.Config) { c.Pools[0].Timeouts.IdleMs = 100 }, fake.Options{Slots: 1, Fail: fake.FailStall})
+	e := newEnv(t, func(c *config.Config) { c.Pools[0].Timeouts.IdleMs = 300 }, fake.Options{Slots: 1, Fail: fake.FailStall})
 	evs := e.postStream(taskSpec{maxTokens: 10}.body()).all(t)
 	last := evs[len(evs)-1]
 	if last.name != "error" || last.data["code"] != "DECODE_TIMEOUT" || len(tokens(t, evs)) != 2 {

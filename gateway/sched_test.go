@@ -146,7 +146,8 @@ func TestDeadlineUnmet(t *testing.T) {
 func TestHardPreemption(t *testing.T) {
 	e := newEnv(t, func(c *config.Config) { c.Pools[0].Preemption = "hard" }, fake.Options{Slots: 1, ITL: 10 * time.Millisecond})
 	batch := newID()
-	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: batch, maxTokens: 40, priority: "batch"}.body()); r.status != 202 {
+	// 200 tokens at 10 ms leave the newcomer ~2 s to arrive on a loaded machine.
+	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: batch, maxTokens: 200, priority: "batch"}.body()); r.status != 202 {
 		t.Fatalf("batch: %d", r.status)
 	}
 	s := e.openStream(batch, testKey)
@@ -171,7 +172,7 @@ func TestHardPreemption(t *testing.T) {
 		}
 	}
 	end := got[len(got)-1]
-	if !preempted || end.name != "end" || int(end.data["tokens_out"].(float64)) != 40 || len(toks) != 40 {
+	if !preempted || end.name != "end" || int(end.data["tokens_out"].(float64)) != 200 || len(toks) != 200 {
 		t.Fatalf("preempted=%v, %d tokens, end %v", preempted, len(toks), end.data)
 	}
 	if strings.Count(names(got), "started") != 1 {

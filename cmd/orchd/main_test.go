@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -147,7 +148,7 @@ pools:
 	ln.Close()
 
 	cmd := exec.Command(bin, "--config", cfg, "--listen", addr)
-	var stderr bytes.Buffer
+	var stderr syncBuffer // read while orchd runs
 	cmd.Stderr = &stderr
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
@@ -222,7 +223,11 @@ pools:
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Wait for orchd to refuse the file before SIGTERM, which it might
+	// otherwise take first.
+	for i := 0; i < 250 && !strings.Contains(stderr.String(), `SIGHUP: config not applied`); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if c := code("sk-y"); c != 200 {
 		t.Fatalf("an invalid file changed the running config: %d", c)
 	}
@@ -245,4 +250,22 @@ pools:
 	if !strings.Contains(stderr.String(), `"msg":"orchd stopped"`) {
 		t.Fatalf("no stop log:\n%s", stderr.String())
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a process writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

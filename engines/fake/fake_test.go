@@ -415,7 +415,9 @@ func TestCancelFreesSlot(t *testing.T) {
 // TestDeferredQueue: with one slot, further requests wait (visible in
 // Deferred and /metrics), never get 429, and run in arrival order.
 func TestDeferredQueue(t *testing.T) {
-	s := startServer(t, Options{Slots: 1, ITL: time.Millisecond})
+	// Request 1 takes 3 × ITL: the margin by which its reader must record
+	// its turn before request 2's, on a loaded machine.
+	s := startServer(t, Options{Slots: 1, ITL: 20 * time.Millisecond})
 	long := dial(t, s)
 	long.send("POST", "/completion", `{"prompt":"Hello","n_predict":-1,"stream":true}`)
 	long.readHead()
