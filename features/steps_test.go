@@ -206,6 +206,9 @@ func initScenario(sc *godog.ScenarioContext) {
 	// Other engines, the OpenAI door, ops (SPEC §3.5, §6, §7–§9, §14):
 	// engines_steps_test.go and ops_steps_test.go.
 	initEngineSteps(sc, w)
+
+	// The model catalog and lifecycle (SPEC §9): catalog_steps_test.go.
+	initCatalogSteps(sc, w)
 }
 
 // ---- configuration ----

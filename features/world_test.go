@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,6 +75,9 @@ type world struct {
 	// Resilience config, set by resilience_steps_test.go.
 	topExtra    []string                        // extra top-level YAML lines, e.g. "breaker: {…}"
 	replicaMods map[int][]func(o *fake.Options) // per-replica changes to the fake's options
+
+	// The model catalog, set by catalog_steps_test.go (nil: not used).
+	cat *catalogState
 
 	fakes []*fake.Server
 	srv   *gateway.Server
@@ -245,6 +249,11 @@ func (w *world) close() error {
 	for _, f := range w.fakes {
 		if err := f.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("fake Close: %w", err))
+		}
+	}
+	if w.cat != nil {
+		if err := os.RemoveAll(w.cat.dir); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

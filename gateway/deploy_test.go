@@ -507,7 +507,8 @@ func TestDeployPromQLNames(t *testing.T) {
 		{`tasks_canceled_total{reason!~"client|watchdog", pool_id="x,y"}`, "tasks_canceled_total", false},
 		{`latency_decode_ms_sum / latency_decode_ms_count`, "latency_decode_ms_sum,latency_decode_ms_count", false},
 		{`latency_decode_ms`, "latency_decode_ms", true}, // a histogram has no plain series
-		{`model_state == 1`, "model_state", true},        // unimplemented
+		{`model_state{state="Deprecated"} == 1`, "model_state", false},
+		{`model_states == 1`, "model_states", true}, // not in the contract
 		{`label_values(queue_depth, pool_id)`, "queue_depth", false},
 		{`slo_objective_met{objective="errors"} == bool 0`, "slo_objective_met", false},
 		{`max without (device) (gpu_utilization)`, "gpu_utilization", false},

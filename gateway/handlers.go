@@ -143,8 +143,10 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, pr Principal, pt *parsedTask) *
 		rej(aerr)
 		return nil
 	}
-	// Lifecycle (MODEL_DEPRECATED) comes with the catalog; no model is
-	// deprecated before it exists.
+	if aerr := s.lifecycle(p, pr.Tenant, pt.SessionID); aerr != nil {
+		rej(aerr)
+		return nil
+	}
 	if aerr := p.readiness(); aerr != nil {
 		rej(aerr)
 		return nil

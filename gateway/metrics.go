@@ -10,6 +10,7 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines"
 	"github.com/llama-orch/llama-orch/gateway/admission"
+	"github.com/llama-orch/llama-orch/gateway/catalog"
 )
 
 // msBuckets are the `le` bounds of the latency histograms, in milliseconds.
@@ -35,6 +36,8 @@ const (
 	budgetTenant            = 256
 	budgetMode              = 4
 	budgetDevicesPerReplica = 16
+	budgetModelID           = 1024
+	budgetResult            = 4
 )
 
 // knownEngines are the engine label's values besides "-" and "other".
@@ -87,6 +90,9 @@ type gwMetrics struct {
 	// cancelReason and rejectReason budget tasks_canceled_total and
 	// tasks_rejected_total apart: each has its own 16 reasons.
 	cancelReason, rejectReason *labelBudget
+	// modelID budgets model_state; verifyReason and verifyResult budget
+	// catalog_verifications_total.
+	modelID, verifyReason, verifyResult *labelBudget
 }
 
 func newMetrics() *gwMetrics {
@@ -99,7 +105,39 @@ func newMetrics() *gwMetrics {
 		mode:          newLabelBudget(budgetMode),
 		cancelReason:  newLabelBudget(budgetReason),
 		rejectReason:  newLabelBudget(budgetReason),
+		modelID:       newLabelBudget(budgetModelID),
+		verifyReason:  newLabelBudget(budgetReason),
+		verifyResult:  newLabelBudget(budgetResult),
 	}
+}
+
+// verification counts one catalog verification (SPEC §8).
+func (m *gwMetrics) verification(result, reason, engine string) {
+	engine, result, reason = engineLabel(engine), m.verifyResult.value(result), m.verifyReason.value(reason)
+	m.counter(seriesKey{name: "verify", l: seriesLabels{engine: engine, priority: result}, extra: reason}, func() string {
+		return series("catalog_verifications_total", "result", result, "reason", reason, "engine", engine)
+	}).Inc()
+}
+
+// registerCatalogGauges writes model_state{model_id,state} at scrape time,
+// one series per catalog model and lifecycle state: 1 for its current state,
+// 0 for the others (so `model_state{state="Deprecated"} == 1` selects the
+// deprecated models). Models folded into "other" add up: those series count.
+func (m *gwMetrics) registerCatalogGauges(models func() []catalog.Entry) {
+	m.set.RegisterMetricsWriter(func(w io.Writer) {
+		var g gaugeSet
+		for _, e := range models() {
+			id := m.modelID.value(e.ID)
+			for _, st := range catalog.States {
+				v := 0.0
+				if e.State == st {
+					v = 1
+				}
+				g.add(series("model_state", "model_id", id, "state", string(st)), v, sumOf)
+			}
+		}
+		g.write(w)
+	})
 }
 
 // engineLabel keeps the engines orchd speaks and "-"; anything else (an

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -568,6 +569,26 @@ func runMixedWorkload(t *testing.T, oe *obsEnv) {
 	wantEnd(t, "success", oe.postStream(obsTask{model: "ma", maxTokens: 4, deadlineMs: 60000}.body()).all(t))
 	// Triton success: its engine-reported gauges.
 	wantEnd(t, "triton", oe.postStream(obsTask{model: modelTriton, engine: engines.Triton, maxTokens: 6}.body()).all(t))
+
+	// The model catalog: "ma" registered, verified (pass) and activated
+	// (model_state, catalog_verifications_total); "mq" declared with a digest
+	// its bytes do not have (a failed verification).
+	art := filepath.Join(t.TempDir(), "ma.gguf")
+	if err := os.WriteFile(art, []byte("GGUF weights"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct{ path, body string }{
+		{"/v1/catalog/models", `{"id":"ma","ref":` + strconv.Quote(art) + `}`},
+		{"/v1/catalog/models/ma/verify", ""},
+		{"/v1/catalog/models/ma/state", `{"state":"Active"}`},
+		{"/v1/catalog/models", `{"id":"mq","ref":` + strconv.Quote(art) + `,"digest":"sha256:` + strings.Repeat("0", 64) + `"}`},
+		{"/v1/catalog/models/mq/verify", ""},
+	} {
+		if r := oe.do("POST", step.path, testKey, step.body); r.status != 200 && r.status != 201 {
+			t.Fatalf("POST %s: %d %s", step.path, r.status, r.body)
+		}
+	}
+	wantEnd(t, "success on an active catalog model", oe.postStream(obsTask{model: "ma", maxTokens: 2}.body()).all(t))
 
 	// Hard preemption: a running batch decode is aborted for an interactive
 	// newcomer and resumes afterwards (preemptions_total, resumptions_total).

@@ -22,6 +22,7 @@ import (
 
 	"github.com/llama-orch/llama-orch/balancer"
 	"github.com/llama-orch/llama-orch/engines"
+	"github.com/llama-orch/llama-orch/gateway/catalog"
 	"github.com/llama-orch/llama-orch/gateway/config"
 	"github.com/llama-orch/llama-orch/gateway/ui"
 )
@@ -57,6 +58,7 @@ type Server struct {
 	running    atomic.Pointer[config.Config]
 	tasks      *registry
 	sessions   *sessionStore
+	catalog    *catalog.Catalog // models' artifacts and lifecycle states (SPEC §9)
 	quotas     *quotas
 	shares     *shareTracker
 	deadlines  *deadlineTracker
@@ -92,7 +94,12 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	cat, err := catalog.Open(catalog.Options{Path: cfg.Catalog.Path, Policy: cfg.Catalog.TrustPolicy, TrustedKeys: cfg.Catalog.TrustedKeys})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: catalog: %w", err)
+	}
 	s := &Server{
+		catalog:    cat,
 		cfg:        cfg,
 		log:        log,
 		demoKeys:   o.DemoKeysLoopbackOnly,
@@ -135,6 +142,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.metrics.registerPoolGauges(s.poolList)
 	s.metrics.registerSchedGauges(s.shares, s.deadlines)
 	s.metrics.registerSLOGauges(s.slo)
+	s.metrics.registerCatalogGauges(s.catalog.List)
 	s.http = s.newHTTPServer()
 
 	for _, p := range s.poolList() {
@@ -176,6 +184,9 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 	r.POST("/v1/pools/{id}/drain", s.handleDrain)
 	r.POST("/v1/pools/{id}/reload", s.handleReload)
 	r.GET("/v1/events", s.handleEvents)
+	r.GET("/v1/catalog/models", s.handleCatalogList)
+	r.POST("/v1/catalog/models", s.handleCatalogRegister)
+	r.ANY("/v1/catalog/models/{rest:*}", s.handleCatalogModel)
 	r.GET("/v1/config", s.handleConfigGet)
 	ui.Register(r)
 	if s.cfg.OpenAICompat {

@@ -19,7 +19,8 @@ type session struct {
 	lastReplica *balancer.Replica
 	slot        int
 	kvTokens    int
-	tokensUsed  int // session budget: reserved at admission, settled at end
+	tokensUsed  int    // session budget: reserved at admission, settled at end
+	model       string // the model its first turn asked for (lifecycle: an existing session of a deprecated model continues)
 }
 
 // sessionStore keeps sessions per tenant. Sessions expire TTL after their last
@@ -60,7 +61,7 @@ func (st *sessionStore) reserve(t *task, maxTokens int) (undo func(), _ *APIErro
 	s, ok := st.m[k]
 	fresh := !ok || st.expired(s, now)
 	if fresh {
-		s = &session{slot: -1}
+		s = &session{slot: -1, model: t.pool.model()}
 	}
 	reserved := 0
 	if st.budget > 0 {
@@ -94,6 +95,15 @@ func (st *sessionStore) reserve(t *task, maxTokens int) (undo func(), _ *APIErro
 		}
 		t.session, t.reserved = nil, 0
 	}, nil
+}
+
+// servedModel reports whether tenant's session id is live and was opened on
+// model (an earlier turn asked for it).
+func (st *sessionStore) servedModel(tenant, id, model string) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s, ok := st.m[taskKey{tenant, id}]
+	return ok && !st.expired(s, st.now()) && s.model == model
 }
 
 // lastReplica returns the replica holding the session's KV in p, if any.

@@ -262,6 +262,27 @@ func formatEvent(event, data []byte) string {
 			}
 		}
 		details = append(details, d)
+	case "model_state":
+		target = cell(str("model"))
+		d := cell(str("to"))
+		if from := str("from"); from != "" {
+			d = from + " -> " + d
+		}
+		var ms int64
+		if json.Unmarshal(m["deadline_ms"], &ms) == nil && m["deadline_ms"] != nil {
+			used["deadline_ms"] = true
+			if ms > 0 {
+				d += " (deadline " + (time.Duration(ms) * time.Millisecond).String() + ")"
+			}
+		}
+		details = append(details, d)
+	case "model_verification":
+		target = cell(str("model"))
+		if ok, known := boolField(m, "ok", used); known && ok {
+			details = append(details, "verified")
+		} else if known {
+			details = append(details, "verification failed: "+cell(str("reason")))
+		}
 	case "config":
 		var changes []string
 		if json.Unmarshal(m["changes"], &changes) == nil && m["changes"] != nil {

@@ -322,6 +322,11 @@ func TestFormatEvent(t *testing.T) {
 	f("config", `{"type":"config","at":"A","ok":true,"changes":[]}`, "A                         config   -                     applied: no changes")
 	f("config", `{"type":"config","at":"A","ok":false,"reason":"pools[0].ctx: must be > 0\n(line 4)"}`,
 		`A                         config   -                     rejected: pools[0].ctx: must be > 0\n(line 4)`)
+	f("model_state", `{"type":"model_state","at":"A","model":"m","from":"Deprecated","to":"Retired","deadline_ms":30000}`,
+		"A                         model_state  m                     Deprecated -> Retired (deadline 30s)")
+	f("model_state", `{"type":"model_state","at":"A","model":"m","to":"Draft"}`, "A                         model_state  m                     Draft")
+	f("model_verification", `{"type":"model_verification","at":"A","model":"org/m","ok":false,"reason":"digest_mismatch"}`,
+		"A                         model_verification  org/m                 verification failed: digest_mismatch")
 	// Unknown types and fields are shown as key=value, sorted.
 	f("slo", `{"type":"slo","at":"A","pool_id":"p","attainment":0.97,"note":"two words","tags":["a"]}`,
 		`A                         slo      p                     attainment=0.97 note="two words" tags=["a"]`)

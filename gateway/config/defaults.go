@@ -30,6 +30,9 @@ const (
 
 	PreemptionSoft = "soft"
 	PreemptionHard = "hard"
+
+	TrustStrict     = "strict"
+	TrustPermissive = "permissive"
 )
 
 // Default returns the configuration every key falls back to (SPEC §13). It
@@ -63,7 +66,8 @@ func Default() Config {
 			WindowMs:            10000,
 			OpenMs:              5000,
 		},
-		Health: Health{IntervalMs: 1000, TimeoutMs: 2000, HealthyAfter: 1, UnhealthyAfter: 2},
+		Health:  Health{IntervalMs: 1000, TimeoutMs: 2000, HealthyAfter: 1, UnhealthyAfter: 2},
+		Catalog: Catalog{TrustPolicy: TrustPermissive},
 	}
 }
 
@@ -121,6 +125,8 @@ func ApplyDefaults(c *Config) {
 	setInt(&c.Health.TimeoutMs, d.Health.TimeoutMs)
 	setInt(&c.Health.HealthyAfter, d.Health.HealthyAfter)
 	setInt(&c.Health.UnhealthyAfter, d.Health.UnhealthyAfter)
+
+	setStr(&c.Catalog.TrustPolicy, d.Catalog.TrustPolicy)
 
 	dt := defaultTenant()
 	for i := range c.Tenants {

@@ -27,6 +27,7 @@ func TestDefaultValues(t *testing.T) {
 		Balancer: Balancer{AffinityLoadFactor: 1.25},
 		Breaker:  Breaker{ConsecutiveFailures: 5, FailureRatio: 0.5, MinRequests: 20, WindowMs: 10000, OpenMs: 5000},
 		Health:   Health{IntervalMs: 1000, TimeoutMs: 2000, HealthyAfter: 1, UnhealthyAfter: 2},
+		Catalog:  Catalog{TrustPolicy: "permissive"},
 	}
 	if got := Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Default() =\n%+v\nwant\n%+v", got, want)

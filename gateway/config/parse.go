@@ -161,6 +161,9 @@ func parse(data []byte) (*Config, []Problem, lineTable, error) {
 	for i := range c.Auth.Keys {
 		c.Auth.Keys[i].KeySHA256 = strings.ToLower(c.Auth.Keys[i].KeySHA256)
 	}
+	if len(c.Catalog.TrustedKeys) == 0 {
+		c.Catalog.TrustedKeys = nil // `[]` and absent are the same
+	}
 	return &c, ps, w.lines, nil
 }
 

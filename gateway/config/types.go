@@ -37,6 +37,7 @@ type Config struct {
 	Balancer        Balancer  `yaml:"balancer" json:"balancer" jsonschema_description:"Replica selection. Default {affinity_load_factor: 1.25}."`
 	Breaker         Breaker   `yaml:"breaker" json:"breaker" jsonschema_description:"Per-replica circuit breakers. Default {consecutive_failures: 5, failure_ratio: 0.5, min_requests: 20, window_ms: 10000, open_ms: 5000}."`
 	Health          Health    `yaml:"health" json:"health" jsonschema_description:"Active health checks of every replica. Default {interval_ms: 1000, timeout_ms: 2000, healthy_after: 1, unhealthy_after: 2}."`
+	Catalog         Catalog   `yaml:"catalog" json:"catalog" jsonschema_description:"The model catalog (SPEC §9): where it persists and its trust policy. Default {path: \"\", trust_policy: permissive, trusted_keys: []}. Changing it needs a restart."`
 	Pools           []Pool    `yaml:"pools" json:"pools" jsonschema:"required,minItems=1" jsonschema_description:"Pools of engine replicas. Required, at least one. A request is routed to the pool whose model (or id) equals its model_ref and whose engine equals its engine."`
 }
 
@@ -127,6 +128,13 @@ type Health struct {
 	TimeoutMs      int `yaml:"timeout_ms" json:"timeout_ms" jsonschema:"exclusiveMinimum=0,default=2000" jsonschema_description:"A probe not answered within this is a failure (milliseconds). Default 2000."`
 	HealthyAfter   int `yaml:"healthy_after" json:"healthy_after" jsonschema:"minimum=1,default=1" jsonschema_description:"Consecutive successful probes that make a replica Ready. Default 1."`
 	UnhealthyAfter int `yaml:"unhealthy_after" json:"unhealthy_after" jsonschema:"minimum=1,default=2" jsonschema_description:"Consecutive failed probes that make a replica unready. Default 2."`
+}
+
+// Catalog configures the model catalog (SPEC §9).
+type Catalog struct {
+	Path        string   `yaml:"path" json:"path" jsonschema:"default=" jsonschema_description:"JSON file the catalog persists to (registrations, verifications, lifecycle states), written atomically on every change and read at start. Default empty: kept in memory only, lost on restart."`
+	TrustPolicy string   `yaml:"trust_policy" json:"trust_policy" jsonschema:"enum=strict,enum=permissive,default=permissive" jsonschema_description:"strict: an artifact must carry a sha256 digest signed by one of trusted_keys to be registered, and must pass verification before it turns Active or Canary (UNTRUSTED_ARTIFACT otherwise). permissive (default): unsigned artifacts are accepted; verification is recorded but not required."`
+	TrustedKeys []string `yaml:"trusted_keys" json:"trusted_keys" jsonschema_description:"Ed25519 public keys (standard base64 of the 32 raw bytes) whose signatures over an artifact's digest string are trusted. Default empty."`
 }
 
 // Pool is a set of replicas of one engine serving one model.

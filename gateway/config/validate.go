@@ -1,7 +1,9 @@
 package config
 
 import (
+	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"math"
@@ -81,6 +83,16 @@ func (v *validator) config(c *Config) {
 	v.positive("health.timeout_ms", h.TimeoutMs)
 	v.positive("health.healthy_after", h.HealthyAfter)
 	v.positive("health.unhealthy_after", h.UnhealthyAfter)
+
+	v.oneOf("catalog.trust_policy", c.Catalog.TrustPolicy, TrustStrict, TrustPermissive)
+	for i, k := range c.Catalog.TrustedKeys {
+		if raw, err := base64.StdEncoding.DecodeString(k); err != nil || len(raw) != ed25519.PublicKeySize {
+			v.add(fmt.Sprintf("catalog.trusted_keys[%d]", i), "must be the standard base64 of a %d-byte ed25519 public key", ed25519.PublicKeySize)
+		}
+	}
+	if c.Catalog.TrustPolicy == TrustStrict && len(c.Catalog.TrustedKeys) == 0 {
+		v.add("catalog.trusted_keys", "trust_policy strict needs at least one trusted key (nothing could be registered)")
+	}
 
 	v.pools(c.Pools)
 }

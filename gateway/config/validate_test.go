@@ -134,6 +134,10 @@ func TestValidateRules(t *testing.T) {
 
 	// Health settings are > 0.
 	f(func(c *Config) { c.Health.IntervalMs = 0 }, "health.interval_ms", "must be > 0")
+	f(func(c *Config) { c.Catalog.TrustPolicy = "lax" }, "catalog.trust_policy", "must be one of")
+	f(func(c *Config) { c.Catalog.TrustPolicy = TrustStrict }, "catalog.trusted_keys", "at least one trusted key")
+	f(func(c *Config) { c.Catalog.TrustedKeys = []string{"bm90IGEga2V5"} }, "catalog.trusted_keys[0]", "32-byte ed25519 public key")
+	f(func(c *Config) { c.Catalog.TrustedKeys = []string{"%%%"} }, "catalog.trusted_keys[0]", "32-byte ed25519 public key")
 	f(func(c *Config) { c.Health.TimeoutMs = 0 }, "health.timeout_ms", "must be > 0")
 	f(func(c *Config) { c.Health.HealthyAfter = 0 }, "health.healthy_after", "must be > 0")
 	f(func(c *Config) { c.Health.UnhealthyAfter = 0 }, "health.unhealthy_after", "must be > 0")
