@@ -66,12 +66,27 @@ Feature: The model catalog and lifecycle (SPEC §9)
     When I POST "/v1/catalog/models/m/state" with body {"state":"Active"} and key "sk-ctl"
     Then the response status is 400
     And the response is an error with code "UNTRUSTED_ARTIFACT"
+    # Registered but never verified, the model does not serve.
+    When I submit task "early" for 2 tokens
+    Then the response status is 400
+    And the response is an error with code "UNTRUSTED_ARTIFACT"
     When I POST "/v1/catalog/models/m/verify" with key "sk-ctl"
     Then the response status is 200
     And the response JSON at "verification.result" equals "pass"
     When I POST "/v1/catalog/models/m/state" with body {"state":"Active"} and key "sk-ctl"
     Then the response status is 200
     And the response JSON at "state" equals "Active"
+    When I submit task "served" for 2 tokens
+    Then the response status is 202
+    # Found tampered, it stops serving at once.
+    Given artifact "a" now holds "GGUF tiny weights v2 (tampered)"
+    When I POST "/v1/catalog/models/m/verify" with key "sk-ctl"
+    Then the response status is 400
+    And the response is an error with code "UNTRUSTED_ARTIFACT"
+    When I submit task "late" for 2 tokens
+    Then the response status is 400
+    And the response is an error with code "UNTRUSTED_ARTIFACT"
+    And the metric catalog_verifications_total{result="fail",reason="digest_mismatch",engine="llamacpp"} sums to 1
 
   @OC-CTRL-2061 @ORCH-2006
   Scenario: a deprecated model refuses new sessions with 403 MODEL_DEPRECATED; an existing session continues until the model is retired [OC-CTRL-2061]
@@ -106,7 +121,38 @@ Feature: The model catalog and lifecycle (SPEC §9)
     Then the response status is 200
     When reader "r" reads the stream of task "long"
     Then the last event of reader "r" is an error with code "MODEL_DEPRECATED"
+    And reader "r" got at least 5 tokens numbered from 0
     And the engine gets back to 0 requests in flight
+
+  @OC-CTRL-2061
+  Scenario: deprecating with deadline_ms lets existing sessions run until the deadline, then ends what still runs [OC-CTRL-2061]
+    Given the engine streams a token every 10 ms
+    When I POST "/v1/catalog/models" with the catalog body {"id":"m","ref":"<path of a>"} and key "sk-ctl"
+    And I POST "/v1/catalog/models/m/state" with body {"state":"Active"} and key "sk-ctl"
+    Given task "long" in session "old" was submitted for 2000 tokens
+    And the engine has 1 request in flight
+    When I POST "/v1/catalog/models/m/state" with body {"state":"Deprecated","deadline_ms":400} and key "sk-ctl"
+    Then the response status is 200
+    When I submit task "next" in session "old" for 2 tokens
+    Then the response status is 202
+    When reader "r" reads the stream of task "long"
+    Then the last event of reader "r" is an error with code "MODEL_DEPRECATED"
+    And reader "r" got at least 5 tokens numbered from 0
+    When I submit task "after" in session "old" for 2 tokens
+    Then the response status is 403
+    And the response is an error with code "MODEL_DEPRECATED"
+
+  @OC-CTRL-2060
+  Scenario: a model id with a slash is addressed as is or URL-escaped [OC-CTRL-2060]
+    When I POST "/v1/catalog/models" with the catalog body {"id":"org/m","ref":"<path of a>"} and key "sk-ctl"
+    Then the response status is 201
+    When I GET "/v1/catalog/models/org/m" with key "sk-ctl"
+    Then the response JSON at "id" equals "org/m"
+    When I GET "/v1/catalog/models/org%2Fm" with key "sk-ctl"
+    Then the response JSON at "id" equals "org/m"
+    When I POST "/v1/catalog/models/org%2Fm/state" with body {"state":"Canary"} and key "sk-ctl"
+    Then the response status is 200
+    And the response JSON at "state" equals "Canary"
 
   @OC-CTRL-2060 @OC-CTRL-2061
   Scenario Outline: <what> is refused with <status> <code> and changes nothing [OC-CTRL-2060, OC-CTRL-2061]
@@ -119,7 +165,7 @@ Feature: The model catalog and lifecycle (SPEC §9)
 
     Examples:
       | what                         | path                        | body                              | key      | status | code             |
-      | a skipped lifecycle step     | /v1/catalog/models/m/state  | {"state":"Retired"}               | sk-ctl   | 409    | INVALID_PARAMS   |
+      | a skipped lifecycle step     | /v1/catalog/models/m/state  | {"state":"Deprecated"}            | sk-ctl   | 409    | INVALID_PARAMS   |
       | an unknown state             | /v1/catalog/models/m/state  | {"state":"Shelved"}               | sk-ctl   | 400    | INVALID_PARAMS   |
       | a negative deadline          | /v1/catalog/models/m/state  | {"state":"Active","deadline_ms":-1} | sk-ctl | 400    | INVALID_PARAMS   |
       | an unknown field             | /v1/catalog/models/m/state  | {"state":"Active","when":"now"}   | sk-ctl   | 400    | INVALID_PARAMS   |

@@ -188,6 +188,12 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, pr Principal, pt *parsedTask) *
 		rej(p.readiness())
 		return nil
 	}
+	// Checked again under the lock a retired model's task sweep takes, so
+	// no task of it slips in between the state change and the sweep.
+	if aerr := s.lifecycle(p, pr.Tenant, pt.SessionID); aerr != nil {
+		rej(aerr)
+		return nil
+	}
 	key := taskKey{pr.Tenant, pt.TaskID}
 	if !s.tasks.reserve(key) {
 		rej(&APIError{Code: CodeInvalidParams, Engine: p.engine, PoolID: p.id, status: fasthttp.StatusConflict,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -43,17 +44,25 @@ func (s *Server) lifecycle(p *pool, tenant, sessionID string) *APIError {
 	case catalog.Retired:
 		return &APIError{Code: CodeModelDeprecated, Engine: p.engine, PoolID: p.id, Message: "model " + model + " is retired"}
 	case catalog.Deprecated:
-		if s.sessions.servedModel(tenant, sessionID, model) && (until.IsZero() || time.Now().Before(until)) {
-			return nil
-		}
-		msg := "model " + model + " is deprecated: new sessions are refused"
-		if !until.IsZero() {
-			msg += "; existing sessions may continue until " + until.UTC().Format(time.RFC3339)
-			if !time.Now().Before(until) {
-				msg = "model " + model + " is deprecated and its sessions' deadline has passed"
+		if !s.sessions.servedModel(tenant, sessionID, model) || !until.IsZero() && !time.Now().Before(until) {
+			msg := "model " + model + " is deprecated: new sessions are refused"
+			if !until.IsZero() {
+				msg += "; existing sessions may continue until " + until.UTC().Format(time.RFC3339)
+				if !time.Now().Before(until) {
+					msg = "model " + model + " is deprecated and its sessions' deadline has passed"
+				}
 			}
+			return &APIError{Code: CodeModelDeprecated, Engine: p.engine, PoolID: p.id, Message: msg}
 		}
-		return &APIError{Code: CodeModelDeprecated, Engine: p.engine, PoolID: p.id, Message: msg}
+	}
+	// Under the strict policy a catalog model serves only while its latest
+	// verification passed with a trusted signature (a Draft never verified,
+	// or an artifact found tampered, does not).
+	if s.catalog.Policy() == catalog.PolicyStrict {
+		if trusted, _ := s.catalog.Trusted(model); !trusted {
+			return &APIError{Code: CodeUntrustedArtifact, Engine: p.engine, PoolID: p.id,
+				Message: "model " + model + " is not trusted: its artifact has no passing, signed verification (trust_policy strict)"}
+		}
 	}
 	return nil
 }
@@ -73,6 +82,8 @@ func catalogError(err error) *APIError {
 		return &APIError{Code: CodeInvalidParams, Message: ce.Msg, status: fasthttp.StatusConflict}
 	case catalog.KindUntrusted:
 		return &APIError{Code: CodeUntrustedArtifact, Message: ce.Msg}
+	case catalog.KindInterrupted:
+		return &APIError{Code: CodeInternal, Message: ce.Msg, status: fasthttp.StatusServiceUnavailable, RetryAfterMs: 1000}
 	}
 	return &APIError{Code: CodeInternal, Message: ce.Msg}
 }
@@ -104,7 +115,7 @@ func (s *Server) handleCatalogRegister(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, ae)
 		return
 	}
-	s.log.Info("model registered", zap.String("model_id", e.ID), zap.String("ref", e.Ref), zap.String("digest", e.Digest), zap.String("state", string(e.State)))
+	s.log.Info("model registered", zap.String("model_id", e.ID), zap.String("ref", logRef(e.Ref)), zap.String("digest", e.Digest), zap.String("state", string(e.State)))
 	s.events.publish(opsEvent{Type: "model_state", Model: e.ID, To: string(e.State)})
 	writeJSON(ctx, fasthttp.StatusCreated, e)
 }
@@ -113,8 +124,13 @@ func (s *Server) handleCatalogRegister(ctx *fasthttp.RequestCtx) {
 // …/verify, POST …/state. Model ids may hold '/' (org/name), so the route
 // is a catch-all and the action is the last path segment.
 func (s *Server) handleCatalogModel(ctx *fasthttp.RequestCtx) {
-	rest, _ := ctx.UserValue("rest").(string)
-	rest = strings.TrimPrefix(rest, "/")
+	raw, _ := ctx.UserValue("rest").(string)
+	// The router matches the raw path: org%2Fname is the id org/name.
+	rest, err := url.PathUnescape(strings.TrimPrefix(raw, "/"))
+	if err != nil {
+		writeError(ctx, errInvalid("bad model id in the path: "+err.Error()))
+		return
+	}
 	switch {
 	case ctx.IsGet():
 		if _, ok := s.requireControlRead(ctx); !ok {
@@ -132,7 +148,7 @@ func (s *Server) handleCatalogModel(ctx *fasthttp.RequestCtx) {
 		s.handleCatalogState(ctx, strings.TrimSuffix(rest, "/state"))
 	default:
 		writeError(ctx, &APIError{Code: CodeNotFound, Message: "no such catalog endpoint: " + string(ctx.Method()) + " " + string(ctx.Path()) +
-			" (GET /v1/catalog/models/{id}, POST /v1/catalog/models/{id}/verify, POST /v1/catalog/models/{id}/state)"})
+			" (GET /v1/catalog/models/{id}, POST /v1/catalog/models/{id}/verify, POST /v1/catalog/models/{id}/state; ids may be URL-escaped)"})
 	}
 }
 
@@ -229,19 +245,26 @@ func (s *Server) handleCatalogState(ctx *fasthttp.RequestCtx, id string) {
 	s.log.Info("model state changed", zap.String("model_id", id), zap.String("from", string(before.State)), zap.String("to", string(e.State)),
 		zap.Int64("deadline_ms", deadline.Milliseconds()))
 	s.events.publish(opsEvent{Type: "model_state", Model: id, From: string(before.State), To: string(e.State), DeadlineMs: ptr(deadline.Milliseconds())})
-	if e.State == catalog.Retired {
-		s.retireModel(id, deadline)
+	switch {
+	case e.State == catalog.Retired:
+		s.endModelTasks(id, deadline, "was retired")
+	case e.State == catalog.Deprecated && deadline > 0:
+		// Its sessions may go on until the deadline; then, like a pool
+		// drain, what still runs ends.
+		s.endModelTasks(id, deadline, "is deprecated and the deadline for its sessions passed")
 	}
 	writeJSON(ctx, fasthttp.StatusOK, e)
 }
 
-// retireModel ends the queued and running tasks of the pools serving model
-// once deadline has passed (new ones are refused already).
-func (s *Server) retireModel(model string, deadline time.Duration) {
+// endModelTasks ends the queued and running tasks of the pools serving
+// model with MODEL_DEPRECATED once deadline has passed — if the model is
+// still Deprecated or Retired then (an operator may have reactivated it).
+// New admissions are refused already (lifecycle).
+func (s *Server) endModelTasks(model string, deadline time.Duration, why string) {
 	s.bgWG.Add(1)
 	go func() {
 		defer s.bgWG.Done()
-		defer recoverLog(s.log, "retire model")
+		defer recoverLog(s.log, "end model tasks")
 		timer := time.NewTimer(deadline)
 		defer timer.Stop()
 		select {
@@ -249,18 +272,37 @@ func (s *Server) retireModel(model string, deadline time.Duration) {
 		case <-s.stop:
 			return
 		}
+		if st, _, ok := s.catalog.Lookup(model); !ok || st != catalog.Deprecated && st != catalog.Retired {
+			return
+		}
+		// A task admitted just before the state changed is in the registry
+		// once admission's read lock is released.
+		s.admitMu.Lock()
+		live := s.tasks.live()
+		s.admitMu.Unlock()
 		n := 0
-		for _, t := range s.tasks.live() {
+		for _, t := range live {
 			if t.pool.model() != model {
 				continue
 			}
 			if s.terminate(t, &APIError{Code: CodeModelDeprecated, Engine: t.pool.engine, PoolID: t.pool.id,
-				Message: "model " + model + " was retired"}, "retired") {
+				Message: "model " + model + " " + why}, "retired") {
 				n++
 			}
 		}
-		s.log.Info("model retired", zap.String("model_id", model), zap.Int("ended", n))
+		s.log.Info("model tasks ended", zap.String("model_id", model), zap.String("why", why), zap.Int("ended", n))
 	}()
+}
+
+// logRef is an artifact ref fit for the logs: a URL's query (which may hold
+// a presigned credential) and user info are dropped.
+func logRef(ref string) string {
+	u, err := url.Parse(ref)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return ref
+	}
+	u.RawQuery, u.User, u.Fragment = "", nil, ""
+	return u.String()
 }
 
 // engineOfModel is the engine of the pool serving model ("-" if none).

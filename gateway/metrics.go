@@ -123,19 +123,19 @@ func (m *gwMetrics) verification(result, reason, engine string) {
 // one series per catalog model and lifecycle state: 1 for its current state,
 // 0 for the others (so `model_state{state="Deprecated"} == 1` selects the
 // deprecated models). Models folded into "other" add up: those series count.
-func (m *gwMetrics) registerCatalogGauges(models func() []catalog.Entry) {
+func (m *gwMetrics) registerCatalogGauges(c *catalog.Catalog) {
 	m.set.RegisterMetricsWriter(func(w io.Writer) {
 		var g gaugeSet
-		for _, e := range models() {
-			id := m.modelID.value(e.ID)
+		c.EachState(func(model string, cur catalog.State) {
+			id := m.modelID.value(model)
 			for _, st := range catalog.States {
 				v := 0.0
-				if e.State == st {
+				if cur == st {
 					v = 1
 				}
 				g.add(series("model_state", "model_id", id, "state", string(st)), v, sumOf)
 			}
-		}
+		})
 		g.write(w)
 	})
 }

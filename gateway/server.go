@@ -142,7 +142,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.metrics.registerPoolGauges(s.poolList)
 	s.metrics.registerSchedGauges(s.shares, s.deadlines)
 	s.metrics.registerSLOGauges(s.slo)
-	s.metrics.registerCatalogGauges(s.catalog.List)
+	s.metrics.registerCatalogGauges(s.catalog)
 	s.http = s.newHTTPServer()
 
 	for _, p := range s.poolList() {
@@ -186,7 +186,8 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 	r.GET("/v1/events", s.handleEvents)
 	r.GET("/v1/catalog/models", s.handleCatalogList)
 	r.POST("/v1/catalog/models", s.handleCatalogRegister)
-	r.ANY("/v1/catalog/models/{rest:*}", s.handleCatalogModel)
+	r.GET("/v1/catalog/models/{rest:*}", s.handleCatalogModel)
+	r.POST("/v1/catalog/models/{rest:*}", s.handleCatalogModel)
 	r.GET("/v1/config", s.handleConfigGet)
 	ui.Register(r)
 	if s.cfg.OpenAICompat {

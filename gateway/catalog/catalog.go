@@ -78,7 +78,7 @@ func ParseState(s string) (State, bool) {
 
 // transitions lists the allowed targets of each state, in lifecycle order.
 var transitions = map[State][]State{
-	Draft:      {Active, Canary},
+	Draft:      {Active, Canary, Retired}, // Retired: withdrawn before it ever served
 	Active:     {Canary, Deprecated},
 	Canary:     {Active, Deprecated},
 	Deprecated: {Active, Retired},
@@ -191,12 +191,13 @@ type ErrorKind int
 
 // Error kinds and the HTTP answers they map to.
 const (
-	KindInvalid   ErrorKind = iota + 1 // 400 INVALID_PARAMS
-	KindNotFound                       // 404
-	KindExists                         // 409
-	KindUntrusted                      // 400 UNTRUSTED_ARTIFACT
-	KindConflict                       // 409: transition not allowed from the current state
-	KindStorage                        // 500: persisting failed
+	KindInvalid     ErrorKind = iota + 1 // 400 INVALID_PARAMS
+	KindNotFound                         // 404
+	KindExists                           // 409
+	KindUntrusted                        // 400 UNTRUSTED_ARTIFACT
+	KindConflict                         // 409: transition not allowed from the current state
+	KindStorage                          // 500: persisting failed
+	KindInterrupted                      // 503: the caller's context ended a verification; nothing recorded
 )
 
 // Error is the error type of every Catalog method except Open.
@@ -227,8 +228,9 @@ type record struct {
 
 // lookupVal is what admission needs to know about one model.
 type lookupVal struct {
-	state State
-	until time.Time
+	state   State
+	until   time.Time
+	trusted bool // the strict gate passes: latest verification passed, signed by a trusted key, of exactly the digest
 }
 
 // Catalog is the model store. It is safe for concurrent use.
@@ -388,6 +390,23 @@ func (c *Catalog) Lookup(id string) (st State, sessionsUntil time.Time, ok bool)
 	return v.state, v.until, ok
 }
 
+// Trusted reports whether model id's latest verification passed, checked a
+// signature by a currently trusted key and read exactly its digest — what
+// the strict policy requires of a model that serves (ok: id is registered).
+// Like Lookup it takes no lock and does not allocate.
+func (c *Catalog) Trusted(id string) (trusted, ok bool) {
+	v, ok := (*c.snap.Load())[id]
+	return v.trusted, ok
+}
+
+// EachState calls fn with every model's id and state, in no order, from the
+// lookup snapshot (no copies: for metrics).
+func (c *Catalog) EachState(fn func(id string, st State)) {
+	for id, v := range *c.snap.Load() {
+		fn(id, v.state)
+	}
+}
+
 // SetState moves model id to state to. deadline only matters for →Deprecated:
 // > 0 lets existing sessions continue for that long (SessionsUntil), 0 until
 // Retired. Errors: KindInvalid (unknown state, negative deadline), KindNotFound,
@@ -482,7 +501,7 @@ func (c *Catalog) commit(id string, rec *record) error {
 func (c *Catalog) publish() {
 	m := make(map[string]lookupVal, len(c.records))
 	for id, rec := range c.records {
-		v := lookupVal{state: rec.e.State}
+		v := lookupVal{state: rec.e.State, trusted: c.gate(&rec.e) == nil}
 		if rec.e.SessionsUntil != nil {
 			v.until = *rec.e.SessionsUntil
 		}

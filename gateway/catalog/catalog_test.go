@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -253,7 +254,7 @@ func TestStateMachine(t *testing.T) {
 	// The lifecycle of SPEC §9 as written in the brief, independent of the
 	// package's table.
 	allowed := map[string]bool{
-		"Draft>Active": true, "Draft>Canary": true,
+		"Draft>Active": true, "Draft>Canary": true, "Draft>Retired": true,
 		"Active>Canary": true, "Active>Deprecated": true,
 		"Canary>Active": true, "Canary>Deprecated": true,
 		"Deprecated>Active": true, "Deprecated>Retired": true,
@@ -549,5 +550,61 @@ func TestConcurrent(t *testing.T) {
 		if st != e.State || e.Verification == nil || e.Verification.Result != "pass" {
 			t.Fatalf("%s: Lookup %s, entry %+v", e.ID, st, e)
 		}
+	}
+}
+
+// TestTrustedAndEachState: Trusted follows the strict gate through a
+// signed verification, a tampered artifact and a permissive unsigned pass;
+// EachState lists every model's state.
+func TestTrustedAndEachState(t *testing.T) {
+	s := newSigner(t)
+	data := randomBytes(t, 64)
+	file := filepath.Join(t.TempDir(), "m.bin")
+	writeFile(t, file, data)
+	c := mustOpen(t, Options{Policy: PolicyStrict, TrustedKeys: []string{s.b64}})
+	if _, ok := c.Trusted("m"); ok {
+		t.Fatal("Trusted of an unknown model said ok")
+	}
+	d := digestOf(data)
+	if _, err := c.Register(Registration{ID: "m", Ref: file, Digest: d, Signature: s.sign(d)}); err != nil {
+		t.Fatal(err)
+	}
+	if tr, ok := c.Trusted("m"); tr || !ok {
+		t.Fatalf("never verified: Trusted = %v, %v", tr, ok)
+	}
+	if _, _, err := c.Verify(t.Context(), "m"); err != nil {
+		t.Fatal(err)
+	}
+	if tr, _ := c.Trusted("m"); !tr {
+		t.Fatal("a passing signed verification is not trusted")
+	}
+	writeFile(t, file, append(data, 'x'))
+	if _, _, err := c.Verify(t.Context(), "m"); err == nil {
+		t.Fatal("a tampered artifact verified under strict")
+	}
+	if tr, _ := c.Trusted("m"); tr {
+		t.Fatal("trusted after a failed verification")
+	}
+
+	p := mustOpen(t, Options{})
+	if _, err := p.Register(Registration{ID: "u", Ref: file}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.Verify(t.Context(), "u"); err != nil {
+		t.Fatal(err)
+	}
+	if tr, _ := p.Trusted("u"); tr {
+		t.Fatal("an unsigned pass is trusted")
+	}
+	if _, err := p.SetState("u", Active, 0); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]State{}
+	p.EachState(func(id string, st State) { got[id] = st })
+	if len(got) != 1 || got["u"] != Active {
+		t.Fatalf("EachState: %v", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { p.Trusted("u") }); n != 0 {
+		t.Fatalf("Trusted allocates %v", n)
 	}
 }

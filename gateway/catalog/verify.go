@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -79,6 +80,9 @@ func defaultClient() *http.Client {
 		ResponseHeaderTimeout: defaultTimeout,
 		DisableKeepAlives:     true,
 		ForceAttemptHTTP2:     true,
+		// The digest is of the bytes as served: a gzip Content-Encoding must
+		// not be undone before hashing.
+		DisableCompression: true,
 	}}
 }
 
@@ -107,6 +111,11 @@ func (c *Catalog) Verify(ctx context.Context, id string) (Entry, Verification, e
 
 	var v Verification
 	v.ResolvedDigest, v.Bytes, v.Reason, v.Message = c.hash(ctx, ref)
+	if err := ctx.Err(); err != nil {
+		// The caller gave up (shutdown, its own bound): that says nothing
+		// about the artifact, so nothing is recorded.
+		return Entry{}, Verification{}, errf(KindInterrupted, "verification of model %q was interrupted (%v): nothing recorded; verify again", id, err)
+	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -223,11 +232,16 @@ func (c *Catalog) hash(ctx context.Context, ref string) (digest string, n int64,
 		if fi.Size() > c.maxBytes {
 			return "", 0, ReasonTooLarge, fmt.Sprintf("%s has %d bytes, more than the %d allowed", p, fi.Size(), c.maxBytes)
 		}
-		f, err := os.Open(p)
+		// O_NONBLOCK: if the file was swapped for a FIFO since the Stat,
+		// the open does not block; the open file is checked again.
+		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
 			return "", 0, ReasonUnreadable, err.Error()
 		}
 		defer f.Close()
+		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+			return "", 0, ReasonUnreadable, p + " is not a regular file"
+		}
 		body = &ctxReader{ctx: ctx, r: f}
 	}
 	limit := c.maxBytes

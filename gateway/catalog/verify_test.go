@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -196,7 +197,8 @@ func TestVerify(t *testing.T) {
 	})
 }
 
-// TestVerifyCanceled: a canceled context is an unreadable artifact, recorded.
+// TestVerifyCanceled: a verification the caller's context ends says nothing
+// about the artifact: KindInterrupted, nothing recorded.
 func TestVerifyCanceled(t *testing.T) {
 	data := randomBytes(t, 100)
 	srv := artifactServer(t, data)
@@ -209,9 +211,13 @@ func TestVerifyCanceled(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
-		e, v, err := c.Verify(ctx, "m")
-		if err != nil || v.Result != "fail" || v.Reason != ReasonUnreadable || e.Verification == nil {
-			t.Fatalf("%s: Verify = %+v, %v", ref, v, err)
+		_, _, err := c.Verify(ctx, "m")
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Kind != KindInterrupted {
+			t.Fatalf("%s: Verify error = %v, want KindInterrupted", ref, err)
+		}
+		if e, _ := c.Get("m"); e.Verification != nil {
+			t.Fatalf("%s: an interrupted verification was recorded: %+v", ref, e.Verification)
 		}
 	}
 }

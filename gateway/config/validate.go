@@ -86,7 +86,7 @@ func (v *validator) config(c *Config) {
 
 	v.oneOf("catalog.trust_policy", c.Catalog.TrustPolicy, TrustStrict, TrustPermissive)
 	for i, k := range c.Catalog.TrustedKeys {
-		if raw, err := base64.StdEncoding.DecodeString(k); err != nil || len(raw) != ed25519.PublicKeySize {
+		if raw, err := base64.StdEncoding.Strict().DecodeString(k); err != nil || len(raw) != ed25519.PublicKeySize {
 			v.add(fmt.Sprintf("catalog.trusted_keys[%d]", i), "must be the standard base64 of a %d-byte ed25519 public key", ed25519.PublicKeySize)
 		}
 	}
