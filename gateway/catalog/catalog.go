@@ -42,6 +42,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -295,6 +297,12 @@ func Open(o Options) (*Catalog, error) {
 		c.client = defaultClient()
 	}
 	if c.path != "" {
+		// Fail at start, not at the first registration, when the file
+		// could never be written.
+		dir := filepath.Dir(c.path)
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("catalog: the directory %s of %s does not exist", dir, c.path)
+		}
 		recs, err := load(c.path)
 		if err != nil {
 			return nil, err

@@ -328,3 +328,12 @@ func TestOpenCorrupt(t *testing.T) {
 		}
 	})
 }
+
+// TestOpenMissingDirectory: a path whose directory does not exist fails at
+// Open, not at the first registration.
+func TestOpenMissingDirectory(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "no-such-dir", "catalog.json")
+	if _, err := Open(Options{Path: p}); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("Open(%s) = %v", p, err)
+	}
+}
