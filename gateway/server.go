@@ -498,7 +498,7 @@ func (s *Server) startPoolRunners(p *pool) {
 		case kind == abortFirstToken:
 			// A first-token miss is a replica failure: retried elsewhere.
 			s.abortRun(t, abortFirstToken)
-		case kind == abortIdle && t.tune.failover == "resume":
+		case kind == abortIdle && t.resumes():
 			s.abortRun(t, abortIdle)
 		default:
 			if kind == abortIdle {

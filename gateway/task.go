@@ -178,6 +178,15 @@ func (s *taskSink) Token(text []byte) {
 // caught-up reader itself (tasklog.PublishDirect).
 func (s *taskSink) Flush() { s.log.PublishDirect() }
 
+// resumes reports whether t continues on another replica after a failure
+// past its first token (failover: resume as of its first token's dispatch).
+// t.tune is written under t.mu (a retried task's dispatch may rewrite it).
+func (t *task) resumes() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.tune != nil && t.tune.failover == "resume"
+}
+
 // startTask moves a dispatched task to running on replica r. Called by the
 // pool's dispatcher with r's slot already acquired.
 func (s *Server) startTask(t *task, r *balancer.Replica, done func(success bool)) {
