@@ -22,10 +22,11 @@ import (
 )
 
 // The browser test drives the real page in headless Chromium against
-// fakeOrchd, a test double of the three endpoints the page uses
-// (POST /v1/ui/session, GET /v1/replicasets, GET /v1/events) that follows
-// the ops API contract: the session POST checks the Bearer key and sets the
-// HttpOnly orchd_ui cookie; the two GETs accept that cookie only. It is an
+// fakeOrchd, a test double of the four endpoints the page uses
+// (POST /v1/ui/session, GET /v1/replicasets, GET /v1/catalog/models,
+// GET /v1/events) that follows the ops API contract: the session POST checks
+// the Bearer key and sets the HttpOnly orchd_ui cookie; the GETs accept that
+// cookie only. It is an
 // external test (package ui_test) because gatewaytest, which starts the
 // browser, imports the gateway, which imports this package.
 
@@ -38,6 +39,8 @@ type fakeOrchd struct {
 
 	mu       sync.Mutex
 	sets     map[string]any // the /v1/replicasets body
+	catalog  map[string]any // the /v1/catalog/models body
+	catGets  int            // GET /v1/catalog/models answered 200
 	tokens   map[string]bool
 	uris     []string // every request URI and Referer seen
 	sessions int      // POST /v1/ui/session answered 204
@@ -63,6 +66,52 @@ func replicaSet(replicas ...map[string]any) map[string]any {
 		"replicas": replicas,
 		"slo":      map[string]any{"ttft_ms": map[string]float64{"p50": 41.5, "p95": 120, "p99": 180.25}},
 	}}}
+}
+
+// catalogBody and model build a GET /v1/catalog/models body as the real
+// gateway writes it (catalog.Entry); verification and sessionsUntil are
+// optional.
+func catalogBody(policy string, models ...map[string]any) map[string]any {
+	if models == nil {
+		models = []map[string]any{}
+	}
+	return map[string]any{"trust_policy": policy, "models": models}
+}
+
+func model(id, state, digest string, verification map[string]any, sessionsUntil string) map[string]any {
+	created := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano)
+	m := map[string]any{
+		"id": id, "ref": "https://models.example.internal/" + id + ".gguf?X-Amz-Signature=secret-sig", "state": state,
+		"history":    []any{map[string]any{"from": "Draft", "to": state, "at": created}},
+		"created_at": created, "updated_at": time.Now().UTC().Format(time.RFC3339Nano),
+	}
+	if digest != "" {
+		m["digest"] = digest
+	}
+	if verification != nil {
+		m["verification"] = verification
+	}
+	if sessionsUntil != "" {
+		m["sessions_until"] = sessionsUntil
+	}
+	return m
+}
+
+func verification(result, reason, message string) map[string]any {
+	return map[string]any{"at": time.Now().UTC().Format(time.RFC3339Nano), "result": result, "reason": reason,
+		"resolved_digest": digestB, "bytes": 4_404_019_200, "message": message}
+}
+
+func (f *fakeOrchd) setCatalog(v map[string]any) {
+	f.mu.Lock()
+	f.catalog = v
+	f.mu.Unlock()
+}
+
+func (f *fakeOrchd) catalogGets() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.catGets
 }
 
 func (f *fakeOrchd) setState(v map[string]any) {
@@ -155,6 +204,27 @@ func (f *fakeOrchd) handleSets(ctx *fasthttp.RequestCtx) {
 	ctx.SetBody(b)
 }
 
+func (f *fakeOrchd) handleCatalog(ctx *fasthttp.RequestCtx) {
+	if !f.authed(ctx) {
+		return
+	}
+	f.mu.Lock()
+	body := f.catalog
+	if body == nil {
+		body = catalogBody("permissive")
+	}
+	b, err := json.Marshal(body)
+	f.catGets++
+	f.mu.Unlock()
+	if err != nil {
+		writeErr(ctx, 500, "INTERNAL", err.Error())
+		return
+	}
+	ctx.SetContentType("application/json")
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.SetBody(b)
+}
+
 func (f *fakeOrchd) handleEvents(ctx *fasthttp.RequestCtx) {
 	if !f.authed(ctx) {
 		return
@@ -201,6 +271,7 @@ func startFakeOrchd(t *testing.T) (*fakeOrchd, string) {
 	ui.Register(r)
 	r.POST("/v1/ui/session", f.handleSession)
 	r.GET("/v1/replicasets", f.handleSets)
+	r.GET("/v1/catalog/models", f.handleCatalog)
 	r.GET("/v1/events", f.handleEvents)
 	handler := func(ctx *fasthttp.RequestCtx) {
 		f.mu.Lock()
@@ -251,6 +322,29 @@ func waitJS(t *testing.T, ctx context.Context, what, expr string) {
 
 const xssError = `<img src=x onerror="window.__xss=1"> refused`
 
+// Two artifact digests of the models panel's scenario.
+const (
+	digestA = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	digestB = "sha256:60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"
+)
+
+// quiet waits until the page has stopped reading the catalog (no new
+// GET /v1/catalog/models for 800 ms, four debounce periods) and returns how
+// many reads it made, so that a later read is known to have a later cause.
+func (f *fakeOrchd) quiet(t *testing.T) int {
+	t.Helper()
+	n, since := f.catalogGets(), time.Now()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if m := f.catalogGets(); m != n {
+			n, since = m, time.Now()
+		} else if n > 0 && time.Since(since) >= 800*time.Millisecond {
+			return n
+		}
+	}
+	t.Fatalf("the page kept reading the catalog (or never did): %d reads", n)
+	return 0
+}
+
 func TestBrowserOpsPage(t *testing.T) {
 	api, base := startFakeOrchd(t)
 	api.setState(replicaSet(
@@ -280,6 +374,13 @@ func TestBrowserOpsPage(t *testing.T) {
 		waitJS(t, ctx, "#conn live", `document.getElementById('conn').textContent === 'live'`)
 		if v := gatewaytest.Eval[string](t, ctx, `document.getElementById('key').value`); v != "" {
 			t.Errorf("key input still holds %q after sign-in", v)
+		}
+		// The catalog is empty: the Models panel says so.
+		waitJS(t, ctx, "the models empty-state line",
+			`(() => { const p = document.querySelector('#models .models-empty');
+			  return !!p && p.textContent === 'no models in the catalog' && !document.querySelector('#models tr'); })()`)
+		if got := gatewaytest.Eval[string](t, ctx, `document.getElementById('trust-policy').dataset.policy`); got != "permissive" {
+			t.Errorf("#trust-policy data-policy = %q, want permissive", got)
 		}
 		gatewaytest.CheckConsole(t, console(), authRefusal)
 	})
@@ -362,8 +463,125 @@ func TestBrowserOpsPage(t *testing.T) {
 		gatewaytest.CheckConsole(t, console(), authRefusal)
 	})
 
+	t.Run("models panel, live lifecycle change", func(t *testing.T) {
+		api.setCatalog(catalogBody("strict",
+			model("llama-3-8b-q4", "Active", digestA, verification("pass", "ok", "digest matches; signed by key 0123456789abcdef"), ""),
+			model("org/old-model", "Deprecated", digestB, verification("fail", "digest_mismatch", xssError), "2031-05-04T10:20:30Z"),
+			model("new-draft", "Draft", "", nil, ""),
+		))
+		ctx, console, closeTab := gatewaytest.Tab(t, browser)
+		defer closeTab()
+		const active = `tr[data-model="llama-3-8b-q4"]`
+		run(t, ctx, "open /ui#key=", chromedp.Navigate(base+"/ui#key="+testKey),
+			chromedp.WaitVisible(active+`[data-state="Active"]`))
+		waitJS(t, ctx, "#conn live", `document.getElementById('conn').textContent === 'live'`)
+
+		tp := gatewaytest.Eval[string](t, ctx, `(() => { const e = document.getElementById('trust-policy'); return e.dataset.policy + '|' + e.textContent; })()`)
+		if !strings.HasPrefix(tp, "strict|") || !strings.Contains(tp, "trust policy strict") {
+			t.Errorf("#trust-policy = %q, want policy strict shown", tp)
+		}
+		// One row per model, in the catalog's order, each styled by its state.
+		rows := gatewaytest.Eval[[]string](t, ctx, `[...document.querySelectorAll('#models tbody tr')].map(
+			(r) => [r.dataset.model, r.dataset.state, r.querySelector('td.state .badge').className, r.classList.contains('model-warn')].join('|'))`)
+		wantRows := []string{
+			"llama-3-8b-q4|Active|badge mstate-active|false",
+			"org/old-model|Deprecated|badge mstate-deprecated|true",
+			"new-draft|Draft|badge mstate-draft|false",
+		}
+		if strings.Join(rows, "\n") != strings.Join(wantRows, "\n") {
+			t.Errorf("model rows:\n%s\nwant:\n%s", strings.Join(rows, "\n"), strings.Join(wantRows, "\n"))
+		}
+		// Digest: 12 hex digits shown, the whole value in the title.
+		for sel, want := range map[string][2]string{
+			active:                           {digestA[7:19], digestA},
+			`tr[data-model="org/old-model"]`: {digestB[7:19], digestB},
+			`tr[data-model="new-draft"]`:     {"—", ""},
+		} {
+			got := gatewaytest.Eval[[]string](t, ctx, `(() => { const td = document.querySelector('`+sel+` td.digest'); return [td.textContent, td.title]; })()`)
+			if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+				t.Errorf("%s digest cell = %q, want text %q title %q", sel, got, want[0], want[1])
+			}
+		}
+		// Latest verification: result, reason and time; data is text.
+		ver := gatewaytest.Eval[[]string](t, ctx, `[...document.querySelectorAll('#models td.verification')].map(
+			(td) => td.dataset.result + '|' + td.textContent + '|' + (td.querySelector('time') ? td.querySelector('time').dateTime : ''))`)
+		if len(ver) != 3 || !strings.HasPrefix(ver[0], "pass|pass ok ") || !strings.HasPrefix(ver[1], "fail|fail digest_mismatch ") ||
+			!strings.HasPrefix(ver[2], "none|never verified|") {
+			t.Errorf("verification cells = %q", ver)
+		}
+		if !strings.HasSuffix(ver[0], "Z") {
+			t.Errorf("verification time missing: %q", ver[0])
+		}
+		if got := gatewaytest.Eval[string](t, ctx, `document.querySelector('tr[data-model="org/old-model"] td.verification').title`); !strings.Contains(got, xssError) {
+			t.Errorf("failed verification's title = %q, want its message as text", got)
+		}
+		if gatewaytest.Eval[bool](t, ctx, `window.__xss === 1 || document.querySelector('#models img') !== null`) {
+			t.Error("catalog data was rendered as HTML")
+		}
+		// The ref's query (a presigned credential) is not shown.
+		if got := gatewaytest.Eval[string](t, ctx, `document.querySelector('`+active+` td.id').title`); strings.Contains(got, "secret-sig") || !strings.Contains(got, "llama-3-8b-q4.gguf") {
+			t.Errorf("model id title = %q: want the ref without its query", got)
+		}
+		// sessions_until only where set.
+		until := gatewaytest.Eval[[]string](t, ctx, `[...document.querySelectorAll('#models td.sessions-until')].map(
+			(td) => td.textContent + '|' + (td.querySelector('time') ? td.querySelector('time').dateTime : ''))`)
+		if len(until) != 3 || until[0] != "—|" || !strings.HasSuffix(until[1], "|2031-05-04T10:20:30Z") || !strings.Contains(until[1], "2031-05-04") || until[2] != "—|" {
+			t.Errorf("sessions-until cells = %q", until)
+		}
+		gatewaytest.Screenshot(t, ctx, "ui-models.png")
+
+		// The model is deprecated: the catalog changes and the event is
+		// pushed. The page has no catalog poll while its last read worked,
+		// so only the event can bring the change in, without a reload.
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__noReload = 'kept'; true`)); err != nil {
+			t.Fatalf("set marker: %v", err)
+		}
+		before := api.quiet(t)
+		api.setCatalog(catalogBody("strict",
+			model("llama-3-8b-q4", "Deprecated", digestA, verification("pass", "ok", "digest matches"), "2031-06-01T00:00:00Z"),
+			model("org/old-model", "Deprecated", digestB, verification("fail", "digest_mismatch", xssError), "2031-05-04T10:20:30Z"),
+			model("new-draft", "Draft", "", nil, ""),
+		))
+		api.push("model_state", map[string]any{"model": "llama-3-8b-q4", "from": "Active", "to": "Deprecated", "deadline_ms": 600000})
+		run(t, ctx, "the row shows Deprecated", chromedp.WaitVisible(active+`[data-state="Deprecated"].model-warn`))
+		if got := gatewaytest.Eval[string](t, ctx, `document.querySelector('`+active+` td.state').textContent`); got != "Deprecatednew sessions refused" {
+			t.Errorf("deprecated state cell = %q", got)
+		}
+		if got := gatewaytest.Eval[string](t, ctx, `document.querySelector('`+active+` td.sessions-until time').dateTime`); got != "2031-06-01T00:00:00Z" {
+			t.Errorf("sessions_until after the change = %q", got)
+		}
+		waitJS(t, ctx, "the model_state event in the list",
+			`(() => { const li = document.querySelector('#events li[data-type="model_state"]');
+			  return !!li && li.dataset.model === 'llama-3-8b-q4' && li.dataset.to === 'Deprecated' &&
+			    li.querySelector('.ev-what').textContent === 'llama-3-8b-q4: Active → Deprecated, sessions may continue for 10 min'; })()`)
+		if after := api.catalogGets(); after <= before {
+			t.Errorf("catalog reads %d after the event, %d before: the change did not come from a re-fetch", after, before)
+		}
+
+		// A failed verification: the event is listed and the row follows.
+		before = api.quiet(t)
+		api.setCatalog(catalogBody("strict",
+			model("llama-3-8b-q4", "Deprecated", digestA, verification("fail", "digest_mismatch", "declared "+digestA+", read "+digestB), "2031-06-01T00:00:00Z"),
+			model("org/old-model", "Deprecated", digestB, verification("fail", "digest_mismatch", xssError), "2031-05-04T10:20:30Z"),
+			model("new-draft", "Draft", "", nil, ""),
+		))
+		api.push("model_verification", map[string]any{"model": "llama-3-8b-q4", "ok": false, "reason": "digest_mismatch"})
+		run(t, ctx, "the row shows the failed verification", chromedp.WaitVisible(active+` td.verification[data-result="fail"]`))
+		waitJS(t, ctx, "the model_verification event in the list",
+			`(() => { const li = document.querySelector('#events li[data-type="model_verification"]');
+			  return !!li && li.dataset.model === 'llama-3-8b-q4' && li.dataset.ok === 'false' &&
+			    li.querySelector('.ev-what').textContent === 'llama-3-8b-q4: verification failed (digest_mismatch)'; })()`)
+		if after := api.catalogGets(); after <= before {
+			t.Errorf("catalog reads %d after the verification event, %d before", after, before)
+		}
+		if got := gatewaytest.Eval[string](t, ctx, `window.__noReload`); got != "kept" {
+			t.Errorf("window marker = %q: the page was reloaded", got)
+		}
+		gatewaytest.CheckConsole(t, console(), authRefusal)
+	})
+
 	// The key reached the server in headers only: never in a request line or
-	// a Referer. Two sign-ins succeeded (one per tab), the wrong key none.
+	// a Referer. Three sign-ins succeeded (one per tab), the wrong key none.
 	api.mu.Lock()
 	defer api.mu.Unlock()
 	for _, u := range api.uris {
@@ -371,7 +589,7 @@ func TestBrowserOpsPage(t *testing.T) {
 			t.Errorf("a key travelled in a URL or Referer: %q", u)
 		}
 	}
-	if api.sessions != 2 {
-		t.Errorf("POST /v1/ui/session succeeded %d times, want 2 (one per tab)", api.sessions)
+	if api.sessions != 3 {
+		t.Errorf("POST /v1/ui/session succeeded %d times, want 3 (one per tab)", api.sessions)
 	}
 }

@@ -1,7 +1,15 @@
 package ui_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -120,5 +128,110 @@ func TestE2EBreakerOnOpsPage(t *testing.T) {
 	if r, err := env.Replicas(e2ePool); err != nil || r["r1"].Breaker != "closed" {
 		t.Errorf("the API disagrees with the page: r1 = %+v (err %v)", r["r1"], err)
 	}
+	gatewaytest.CheckConsole(t, console(), nil)
+}
+
+// post sends a control request with the env's key and returns the status
+// and body.
+func post(t *testing.T, env *gatewaytest.Env, path, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, env.URL+path, bytes.NewBufferString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+env.Key)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := env.Client.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("POST %s: read body: %v", path, err)
+	}
+	return res.StatusCode, string(b)
+}
+
+// TestE2EModelsOnOpsPage registers the pool's model in the real gateway's
+// catalog while the page is open, verifies its artifact and moves it
+// through its lifecycle; the Models panel follows each step from the event
+// feed, without a reload.
+func TestE2EModelsOnOpsPage(t *testing.T) {
+	gatewaytest.Chromium(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	fakes := gatewaytest.NewFakes(t)
+	fakes.Start("r0", fake.Options{})
+	env := gatewaytest.Start(t, gatewaytest.PoolYAML(e2eKey, e2ePool, fakes.URL("r0")), gatewaytest.Options{Key: e2eKey, Fakes: fakes})
+	modelID := env.Config.Pools[0].Model
+
+	artifact := []byte("GGUF fake weights of " + modelID + "\n")
+	ref := filepath.Join(t.TempDir(), "model.gguf")
+	if err := os.WriteFile(ref, artifact, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(artifact)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+
+	browser, closeBrowser := gatewaytest.Browser(t, ctx)
+	defer closeBrowser()
+	tab, console, closeTab := gatewaytest.Tab(t, browser)
+	defer closeTab()
+	if err := chromedp.Do(tab, chromedp.Navigate(env.URL+"/ui#key="+e2eKey)); err != nil {
+		t.Fatalf("open /ui: %v", err)
+	}
+	gatewaytest.WaitJS(t, tab, "#conn live", `document.getElementById('conn').dataset.state === 'live'`, 15*time.Second)
+	gatewaytest.WaitJS(t, tab, "the empty catalog",
+		`!!document.querySelector('#models .models-empty') && document.getElementById('trust-policy').dataset.policy === 'permissive'`, 15*time.Second)
+	if _, err := chromedp.Run(tab, chromedp.Evaluate[bool](`window.__e2eMarker = 'kept'; true`)); err != nil {
+		t.Fatalf("set the window marker: %v", err)
+	}
+
+	rowSel := `#models tr[data-model="` + modelID + `"]`
+	if code, body := post(t, env, "/v1/catalog/models", fmt.Sprintf(`{"id": %q, "ref": %q, "digest": %q}`, modelID, ref, digest)); code != http.StatusCreated {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	gatewaytest.WaitJS(t, tab, "the registered model in Draft",
+		`!!document.querySelector('`+rowSel+`[data-state="Draft"] td.verification[data-result="none"]')`, 15*time.Second)
+	if got := gatewaytest.Eval[[]string](t, tab, `(() => { const td = document.querySelector('`+rowSel+` td.digest'); return [td.textContent, td.title]; })()`); len(got) != 2 || got[0] != digest[7:19] || got[1] != digest {
+		t.Errorf("digest cell = %q, want %q titled %q", got, digest[7:19], digest)
+	}
+
+	if code, body := post(t, env, "/v1/catalog/models/"+modelID+"/verify", ""); code != http.StatusOK {
+		t.Fatalf("verify: %d %s", code, body)
+	}
+	gatewaytest.WaitJS(t, tab, "the passed verification",
+		`(() => { const td = document.querySelector('`+rowSel+` td.verification[data-result="pass"]');
+		  return !!td && td.textContent.startsWith('pass ok') && !!td.querySelector('time'); })()`, 15*time.Second)
+
+	for _, step := range []struct{ body, state string }{
+		{`{"state": "Active"}`, "Active"},
+		{`{"state": "Deprecated", "deadline_ms": 3600000}`, "Deprecated"},
+	} {
+		if code, body := post(t, env, "/v1/catalog/models/"+modelID+"/state", step.body); code != http.StatusOK {
+			t.Fatalf("state %s: %d %s", step.state, code, body)
+		}
+		gatewaytest.WaitJS(t, tab, "the model shown "+step.state,
+			`!!document.querySelector('`+rowSel+`[data-state="`+step.state+`"]')`, 15*time.Second)
+	}
+	if !gatewaytest.Eval[bool](t, tab, `document.querySelector('`+rowSel+`').classList.contains('model-warn') &&
+		!!document.querySelector('`+rowSel+` td.sessions-until time')`) {
+		t.Error("the deprecated model is not warned or lacks its sessions deadline")
+	}
+	evs := gatewaytest.Eval[[]string](t, tab, `[...document.querySelectorAll('#events li[data-model]')].map((li) => li.dataset.type + ' ' + li.querySelector('.ev-what').textContent).reverse()`)
+	want := []string{
+		"model_state " + modelID + ": registered (Draft)",
+		"model_verification " + modelID + ": verified (ok)",
+		"model_state " + modelID + ": Draft → Active",
+		"model_state " + modelID + ": Active → Deprecated, sessions may continue for 1 h",
+	}
+	if strings.Join(evs, "\n") != strings.Join(want, "\n") {
+		t.Errorf("model events listed:\n%s\nwant:\n%s", strings.Join(evs, "\n"), strings.Join(want, "\n"))
+	}
+	if got := gatewaytest.Eval[string](t, tab, `window.__e2eMarker`); got != "kept" {
+		t.Errorf("window marker = %q: the page was reloaded", got)
+	}
+	gatewaytest.Screenshot(t, tab, "ui-e2e-models.png")
 	gatewaytest.CheckConsole(t, console(), nil)
 }

@@ -38,14 +38,24 @@
 //     td.breaker.breaker-STATE.
 //   - #events: the "Recent events" list, newest first, at most 50 li, each
 //     li[data-type=TYPE] (and data-pool / data-replica when the event names
-//     them).
+//     them; data-model for model events, data-to for model_state, data-ok
+//     for model_verification).
+//   - #trust-policy: the catalog's trust policy (data-policy strict or
+//     permissive); #models: a tr[data-model=ID][data-state=STATE] per catalog
+//     entry (class model-warn when Deprecated or Retired), with
+//     td.verification[data-result=pass|fail|none], td.digest (the full digest
+//     in its title) and td.sessions-until, or p.models-empty when the catalog
+//     is empty; #models-error: the last catalog read error.
 //   - #error: the last error talking to the API, empty when the last request
 //     worked; #updated: the time of the last successful refresh.
 //
 // The page listens for the event types hello, breaker, replica, drain,
-// reload, config and unnamed messages; each one is listed and triggers a
-// re-fetch of /v1/replicasets (debounced by 200 ms). It also polls
-// /v1/replicasets every 2 s, so state changes show even without the stream.
+// reload, config, model_state, model_verification and unnamed messages; each
+// one is listed. model_state and model_verification re-fetch GET
+// /v1/catalog/models, all others /v1/replicasets (debounced by 200 ms). The
+// page polls /v1/replicasets every 2 s, so state changes show even without
+// the stream; the catalog is read at load and when the stream opens, and by
+// the poll only while its last read failed.
 package ui
 
 import (

@@ -214,7 +214,7 @@ func TestShellIsSelfContained(t *testing.T) {
 	if regexp.MustCompile(`(?i)\sstyle=|<style|\son[a-z]+=`).MatchString(html) {
 		t.Error("index.html has an inline style or event handler attribute, which the CSP blocks")
 	}
-	for _, id := range []string{`id="conn"`, `id="events"`, `id="pools"`, `id="login"`, `id="key"`, `id="error"`} {
+	for _, id := range []string{`id="conn"`, `id="events"`, `id="pools"`, `id="login"`, `id="key"`, `id="error"`, `id="models"`, `id="trust-policy"`, `id="models-error"`} {
 		if !strings.Contains(html, id) {
 			t.Errorf("index.html lacks %s of the DOM contract", id)
 		}

@@ -9,7 +9,9 @@
 'use strict';
 
 (function () {
-  const EVENT_TYPES = ['hello', 'breaker', 'replica', 'drain', 'reload', 'config', 'message'];
+  const EVENT_TYPES = ['hello', 'breaker', 'replica', 'drain', 'reload', 'config', 'model_state', 'model_verification', 'message'];
+  // Events that change the model catalog: they re-fetch /v1/catalog/models.
+  const MODEL_EVENTS = ['model_state', 'model_verification'];
   const MAX_EVENTS = 50;
   const POLL_MS = 2000;
   const DEBOUNCE_MS = 200;
@@ -23,11 +25,8 @@
     signedIn: false,
     es: null,
     poll: 0,
-    debounce: 0,
-    debounceSince: 0,
     reconnect: 0,
-    fetching: false,
-    again: false,
+    modelsStale: true, // the catalog was never read, or the last read failed
   };
 
   function $(id) { return document.getElementById(id); }
@@ -164,35 +163,97 @@
     return 'ok';
   }
 
-  // refresh runs fetchSets, one at a time; a call during a fetch makes one
-  // more fetch afterwards, so the last change is always shown.
-  async function refresh() {
-    if (!st.signedIn) return;
-    if (st.fetching) { st.again = true; return; }
-    st.fetching = true;
+  // fetchModels reads /v1/catalog/models once and renders the Models panel;
+  // a failure is shown in the panel (#models-error) and leaves the last
+  // rows in place. Answers like fetchSets.
+  async function fetchModels() {
+    const fail = (msg) => {
+      st.modelsStale = true;
+      $('models-error').textContent = 'GET /v1/catalog/models: ' + msg;
+    };
+    let resp;
     try {
-      do {
-        st.again = false;
-        if (await fetchSets() === 'auth') {
-          signOut('Your session ended (the cookie was refused). Enter the control key again.');
-          return;
-        }
-      } while (st.again && st.signedIn);
-    } finally {
-      st.fetching = false;
+      resp = await fetch('/v1/catalog/models', {
+        credentials: 'same-origin',
+        cache: 'no-store',
+        headers: { 'Accept': 'application/json' },
+      });
+    } catch (e) {
+      fail('cannot reach orchd: ' + e.message);
+      return 'error';
     }
+    if (!resp.ok) {
+      fail(await errorText(resp));
+      return resp.status === 401 || resp.status === 403 ? 'auth' : 'error';
+    }
+    let body;
+    try {
+      body = await resp.json();
+    } catch (e) {
+      fail('unreadable JSON: ' + e.message);
+      return 'error';
+    }
+    if (!st.signedIn) return 'ok'; // signed out meanwhile: show nothing
+    st.modelsStale = false;
+    $('models-error').textContent = '';
+    renderModels(body);
+    return 'ok';
   }
 
-  function scheduleRefresh() {
-    const now = Date.now();
-    if (st.debounce) {
-      if (now - st.debounceSince >= DEBOUNCE_MAX_MS) return; // let the pending one fire
-      clearTimeout(st.debounce);
-    } else {
-      st.debounceSince = now;
-    }
-    st.debounce = setTimeout(() => { st.debounce = 0; refresh(); }, DEBOUNCE_MS);
+  // serial returns a runner of fetch (an async function answering 'ok',
+  // 'auth' or 'error'), one run at a time: a call during a run makes one more
+  // run afterwards, so the last change is always shown. A run answering
+  // 'auth' signs out when onAuth is set.
+  function serial(fetch, onAuth) {
+    let running = false;
+    let again = false;
+    return async function run() {
+      if (!st.signedIn) return;
+      if (running) { again = true; return; }
+      running = true;
+      try {
+        do {
+          again = false;
+          if (await fetch() === 'auth' && onAuth) {
+            onAuth();
+            return;
+          }
+        } while (again && st.signedIn);
+      } finally {
+        running = false;
+      }
+    };
   }
+
+  // debounced returns a scheduler of fn: calls within DEBOUNCE_MS of each
+  // other make one call, at most DEBOUNCE_MAX_MS after the first of them (a
+  // steady stream of events still refreshes). cancel() drops a pending call.
+  function debounced(fn) {
+    let timer = 0;
+    let since = 0;
+    const schedule = () => {
+      const now = Date.now();
+      if (timer) {
+        if (now - since >= DEBOUNCE_MAX_MS) return; // let the pending one fire
+        clearTimeout(timer);
+      } else {
+        since = now;
+      }
+      timer = setTimeout(() => { timer = 0; fn(); }, DEBOUNCE_MS);
+    };
+    schedule.cancel = () => {
+      if (timer) { clearTimeout(timer); timer = 0; }
+    };
+    return schedule;
+  }
+
+  const refresh = serial(fetchSets,
+    () => signOut('Your session ended (the cookie was refused). Enter the control key again.'));
+  const scheduleRefresh = debounced(refresh);
+  // A refused cookie on the catalog is only reported in the panel: the
+  // replica sets poll decides about the session.
+  const refreshModels = serial(fetchModels, null);
+  const scheduleModels = debounced(refreshModels);
 
   // ---- rendering ---------------------------------------------------------
 
@@ -313,6 +374,141 @@
     return tr;
   }
 
+  // ---- models ------------------------------------------------------------
+
+  // What each lifecycle state means for traffic (shown under the badge).
+  const STATE_NOTES = {
+    Deprecated: 'new sessions refused',
+    Retired: 'all requests refused',
+  };
+
+  // shortDigest is the first 12 hex digits of a "sha256:<hex>" digest (other
+  // forms: their first 19 characters).
+  function shortDigest(d) {
+    const s = String(d);
+    if (s.startsWith('sha256:')) return s.slice(7, 19);
+    return s.length > 19 ? s.slice(0, 19) + '…' : s;
+  }
+
+  // when renders an RFC 3339 time as a <time>: the clock for today, the date
+  // and minute otherwise; the exact value in the title.
+  function when(iso, className) {
+    const d = new Date(iso);
+    const t = mk('time', className);
+    if (isNaN(d.getTime())) {
+      t.textContent = String(iso);
+      return t;
+    }
+    const now = new Date();
+    const today = d.getFullYear() === now.getFullYear() && d.getMonth() === now.getMonth() && d.getDate() === now.getDate();
+    t.textContent = today ? clock(d, false)
+      : d.getFullYear() + '-' + pad(d.getMonth() + 1) + '-' + pad(d.getDate()) + ' ' + pad(d.getHours()) + ':' + pad(d.getMinutes());
+    t.dateTime = String(iso);
+    t.title = String(iso);
+    return t;
+  }
+
+  function fmtBytes(n) {
+    if (!num(n)) return '';
+    const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+    let i = 0;
+    let v = n;
+    while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+    return (i === 0 ? String(v) : v.toFixed(1)) + ' ' + units[i];
+  }
+
+  // displayRef is an artifact ref fit for the screen: a URL's query (which
+  // may hold a presigned credential), user info and fragment are dropped, as
+  // the gateway does in its logs.
+  function displayRef(ref) {
+    const r = String(ref);
+    if (!/^https?:\/\//i.test(r)) return r;
+    try {
+      const u = new URL(r);
+      u.username = '';
+      u.password = '';
+      u.search = '';
+      u.hash = '';
+      return u.href;
+    } catch (_) {
+      return r.replace(/[?#].*$/, '');
+    }
+  }
+
+  function renderModels(body) {
+    const policy = body && typeof body.trust_policy === 'string' ? body.trust_policy : '';
+    const tp = $('trust-policy');
+    tp.dataset.policy = policy;
+    tp.replaceChildren(mk('span', 'muted', 'trust policy '),
+      mk('span', 'badge policy-' + cls(policy), policy || 'unknown'));
+    if (policy === 'permissive') tp.append(mk('span', 'muted', ' (unsigned artifacts may serve)'));
+    if (policy === 'strict') tp.append(mk('span', 'muted', ' (only signed, verified artifacts serve)'));
+
+    const models = body && Array.isArray(body.models) ? body.models : [];
+    if (models.length === 0) {
+      $('models').replaceChildren(mk('p', 'muted models-empty', 'no models in the catalog'));
+      return;
+    }
+    const table = mk('table', 'replicas models');
+    const thead = mk('thead');
+    const hr = mk('tr');
+    for (const h of ['model', 'state', 'latest verification', 'digest', 'sessions until']) hr.append(mk('th', '', h));
+    thead.append(hr);
+    const tbody = mk('tbody');
+    for (const m of models) tbody.append(modelRow(m || {}));
+    table.append(thead, tbody);
+    const wrap = mk('div', 'table-wrap');
+    wrap.append(table);
+    $('models').replaceChildren(wrap);
+  }
+
+  function modelRow(m) {
+    const state = String(m.state || 'unknown');
+    const tr = mk('tr', 'model mstate-' + cls(state));
+    tr.dataset.model = String(m.id || '');
+    tr.dataset.state = state;
+    if (state === 'Deprecated' || state === 'Retired') tr.classList.add('model-warn');
+
+    const id = mk('td', 'id', m.id || '—');
+    const ref = [m.ref ? 'ref ' + displayRef(m.ref) : '', m.engine ? 'engine ' + m.engine : ''].filter(Boolean).join('\n');
+    if (ref) id.title = ref;
+
+    const stTd = mk('td', 'state');
+    stTd.append(mk('span', 'badge mstate-' + cls(state), state));
+    if (STATE_NOTES[state]) stTd.append(mk('span', 'state-note', STATE_NOTES[state]));
+
+    const ver = mk('td', 'verification');
+    const v = m.verification && typeof m.verification === 'object' ? m.verification : null;
+    if (v) {
+      const result = String(v.result || 'unknown');
+      ver.dataset.result = result;
+      ver.append(mk('span', 'badge verify-' + cls(result), result));
+      if (v.reason) ver.append(mk('span', 'reason', ' ' + v.reason));
+      if (v.at) ver.append(' ', when(v.at, 'ver-at muted'));
+      const detail = [v.message, v.key_id ? 'key ' + v.key_id : '', v.resolved_digest ? 'read ' + v.resolved_digest : '',
+        num(v.bytes) ? fmtBytes(v.bytes) : ''].filter(Boolean).map(String);
+      if (detail.length) ver.title = detail.join('\n');
+    } else {
+      ver.dataset.result = 'none';
+      ver.append(mk('span', 'muted', 'never verified'));
+    }
+
+    const dig = mk('td', m.digest ? 'digest mono' : 'digest', m.digest ? shortDigest(m.digest) : '—');
+    if (m.digest) {
+      dig.title = String(m.digest);
+      dig.dataset.digest = String(m.digest);
+    }
+
+    const until = mk('td', 'sessions-until');
+    if (m.sessions_until) until.append(when(m.sessions_until, ''));
+    else until.textContent = '—';
+
+    tr.append(id, stTd, ver, dig, until);
+    return tr;
+  }
+
+  // ---- events ------------------------------------------------------------
+
   function summary(type, d) {
     const s = (v) => (v == null ? '' : String(v));
     switch (type) {
@@ -329,6 +525,11 @@
       case 'config':
         return (d.ok ? 'applied' : 'rejected') + (d.reason ? ': ' + s(d.reason) : '') +
           (Array.isArray(d.changes) && d.changes.length ? ' (' + d.changes.map(s).join(', ') + ')' : '');
+      case 'model_state':
+        return s(d.model || '?') + ': ' + (d.from ? s(d.from) + ' → ' + s(d.to || '?') : 'registered (' + s(d.to || '?') + ')') +
+          (num(d.deadline_ms) && d.deadline_ms > 0 ? ', sessions may continue ' + fmtDuration(d.deadline_ms) : '');
+      case 'model_verification':
+        return s(d.model || '?') + ': ' + (d.ok ? 'verified' : 'verification failed') + (d.reason ? ' (' + s(d.reason) + ')' : '');
       default: {
         const rest = {};
         for (const k of Object.keys(d)) {
@@ -338,6 +539,13 @@
         return j === '{}' ? '' : j.length > 300 ? j.slice(0, 300) + '…' : j;
       }
     }
+  }
+
+  // fmtDuration renders milliseconds as "for 90 s", "for 5 min", "for 2 h".
+  function fmtDuration(ms) {
+    if (ms < 60000) return 'for ' + fmtNum(Math.round(ms / 100) / 10) + ' s';
+    if (ms < 3600000) return 'for ' + fmtNum(Math.round(ms / 6000) / 10) + ' min';
+    return 'for ' + fmtNum(Math.round(ms / 360000) / 10) + ' h';
   }
 
   function addEvent(sseType, raw) {
@@ -355,6 +563,9 @@
     if (d.pool_id) li.dataset.pool = String(d.pool_id);
     if (d.replica_id) li.dataset.replica = String(d.replica_id);
     if (type === 'breaker' && d.to) li.dataset.to = String(d.to);
+    if (d.model && (type === 'model_state' || type === 'model_verification')) li.dataset.model = String(d.model);
+    if (type === 'model_state' && d.to) li.dataset.to = String(d.to);
+    if (type === 'model_verification') li.dataset.ok = d.ok ? 'true' : 'false';
 
     const at = d.at ? new Date(d.at) : new Date();
     const time = mk('time', 'ev-at', isNaN(at.getTime()) ? String(d.at) : clock(at, true));
@@ -362,6 +573,8 @@
     const where = [d.pool_id, d.replica_id].filter(Boolean).map(String).join(' / ');
     const what = mk('span', 'ev-what', summary(type, d));
     if (type === 'breaker' && d.to) what.classList.add('breaker-' + cls(d.to));
+    if (type === 'model_state' && d.to) what.classList.add('mstate-' + cls(d.to));
+    if (type === 'model_verification') what.classList.add(d.ok ? 'verify-pass' : 'verify-fail');
     li.append(time, mk('span', 'badge ev-type', type), mk('span', 'ev-where', where), what);
 
     const list = $('events');
@@ -384,7 +597,9 @@
     es.onopen = () => {
       if (st.es !== es) return;
       setConn('live');
-      scheduleRefresh(); // catch up on what changed while the feed was down
+      // Catch up on what changed while the feed was down.
+      scheduleRefresh();
+      scheduleModels();
     };
     es.onerror = () => {
       if (st.es !== es) return;
@@ -404,7 +619,11 @@
       es.addEventListener(type, (ev) => {
         if (st.es !== es) return;
         addEvent(type, ev.data);
-        scheduleRefresh();
+        if (MODEL_EVENTS.includes(type)) {
+          scheduleModels();
+        } else {
+          scheduleRefresh();
+        }
       });
     }
   }
@@ -421,11 +640,23 @@
     st.signedIn = false;
     closeEvents();
     if (st.poll) { clearInterval(st.poll); st.poll = 0; }
-    if (st.debounce) { clearTimeout(st.debounce); st.debounce = 0; }
+    scheduleRefresh.cancel();
+    scheduleModels.cancel();
     setConn('signed out');
     $('main').hidden = true;
     $('pools').replaceChildren();
+    $('models').replaceChildren();
+    $('models-error').textContent = '';
+    $('trust-policy').replaceChildren();
+    st.modelsStale = true;
     showLogin(msg);
+  }
+
+  // tick is the poll: the replica sets every time, the catalog only while
+  // it is stale (its changes come as events; a failed read is retried).
+  function tick() {
+    refresh();
+    if (st.modelsStale) refreshModels();
   }
 
   function startLive() {
@@ -435,7 +666,8 @@
     $('main').hidden = false;
     setConn('connecting');
     openEvents();
-    if (!st.poll) st.poll = setInterval(refresh, POLL_MS);
+    refreshModels();
+    if (!st.poll) st.poll = setInterval(tick, POLL_MS);
   }
 
   // enter checks that the cookie works, then goes live; else shows the form.
