@@ -17,11 +17,24 @@ func AppendTokenText(dst, data []byte) (out []byte, ok bool) {
 		return dst, false
 	}
 	s := data[len(prefix):]
+	out, n, ok := AppendUnescaped(dst, s)
+	return out, ok && bytes.HasPrefix(s[n+1:], []byte(`,"i":`))
+}
+
+// AppendUnescaped appends the decoded text of a JSON string body s (what
+// follows its opening quote) to dst, up to its closing quote; n is the index
+// of that quote in s. ok is false when s has no closing quote or an invalid
+// escape (dst then holds what was decoded so far). \uXXXX escapes follow
+// encoding/json: a valid surrogate pair is joined, any other surrogate
+// becomes U+FFFD. Raw bytes are copied as they are, even when not valid
+// UTF-8. It does not allocate when dst has room. (The engine decoders share
+// it: engines/internal/jsonscan.AppendUnescaped.)
+func AppendUnescaped(dst, s []byte) (out []byte, n int, ok bool) {
 	for i := 0; i < len(s); {
 		c := s[i]
 		switch {
 		case c == '"':
-			return dst, bytes.HasPrefix(s[i+1:], []byte(`,"i":`))
+			return dst, i, true
 		case c != '\\':
 			j := i + 1
 			for j < len(s) && s[j] != '"' && s[j] != '\\' {
@@ -30,7 +43,7 @@ func AppendTokenText(dst, data []byte) (out []byte, ok bool) {
 			dst = append(dst, s[i:j]...)
 			i = j
 		case i+1 >= len(s):
-			return dst, false
+			return dst, i, false
 		default:
 			switch e := s[i+1]; e {
 			case '"', '\\', '/':
@@ -48,7 +61,7 @@ func AppendTokenText(dst, data []byte) (out []byte, ok bool) {
 			case 'u':
 				r, n := hexRune(s[i+2:])
 				if n == 0 {
-					return dst, false
+					return dst, i, false
 				}
 				if utf16.IsSurrogate(r) {
 					r2, n2 := rune(-1), 0
@@ -66,12 +79,12 @@ func AppendTokenText(dst, data []byte) (out []byte, ok bool) {
 				i += 2 + n
 				continue
 			default:
-				return dst, false
+				return dst, i, false
 			}
 			i += 2
 		}
 	}
-	return dst, false
+	return dst, len(s), false
 }
 
 // hexRune reads 4 hex digits; n is 4, or 0 when they are not there.

@@ -30,8 +30,8 @@ import (
 	"math"
 	"math/bits"
 	"strconv"
-	"unicode/utf16"
-	"unicode/utf8"
+
+	"github.com/llama-orch/llama-orch/sse"
 )
 
 // MaxDepth matches encoding/json's nesting limit, so that the scanner and
@@ -329,53 +329,12 @@ func hex4(b []byte) rune {
 }
 
 // AppendUnescaped appends the decoded form of s, the inside of a string
-// that ScanString validated, to dst. \uXXXX escapes follow encoding/json: a
-// valid surrogate pair is joined, any other surrogate becomes U+FFFD. Raw
-// bytes are copied as they are, even when not valid UTF-8 (see the package
-// doc).
+// that ScanString validated, to dst: sse.AppendUnescaped, which the
+// canonical stream's readers use too (\uXXXX escapes follow encoding/json;
+// raw bytes are copied as they are, see the package doc).
 func AppendUnescaped(dst, s []byte) []byte {
-	for i := 0; i < len(s); {
-		if s[i] != '\\' {
-			j := i + 1
-			for j < len(s) && s[j] != '\\' {
-				j++
-			}
-			dst = append(dst, s[i:j]...)
-			i = j
-			continue
-		}
-		c := s[i+1]
-		i += 2
-		switch c {
-		case 'b':
-			dst = append(dst, '\b')
-		case 'f':
-			dst = append(dst, '\f')
-		case 'n':
-			dst = append(dst, '\n')
-		case 'r':
-			dst = append(dst, '\r')
-		case 't':
-			dst = append(dst, '\t')
-		case 'u':
-			r := hex4(s[i:])
-			i += 4
-			if utf16.IsSurrogate(r) {
-				if i+6 <= len(s) && s[i] == '\\' && s[i+1] == 'u' {
-					if d := utf16.DecodeRune(r, hex4(s[i+2:])); d != utf8.RuneError {
-						dst = utf8.AppendRune(dst, d)
-						i += 6
-						continue
-					}
-				}
-				r = utf8.RuneError
-			}
-			dst = utf8.AppendRune(dst, r)
-		default: // '"', '\\', '/'
-			dst = append(dst, c)
-		}
-	}
-	return dst
+	out, _, _ := sse.AppendUnescaped(dst, s)
+	return out
 }
 
 // Skip validates and skips any JSON value at i.
