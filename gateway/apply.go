@@ -194,19 +194,6 @@ func restOfPool(p config.Pool) config.Pool {
 	return p
 }
 
-// queueLimitsOf is what queueLimits returns, comparable.
-type queueLimitsOf struct {
-	capacity int
-	policy   string
-	caps     [admission.NumPriorities]int
-}
-
-func limitsOf(p config.Pool) queueLimitsOf {
-	var l queueLimitsOf
-	l.capacity, l.policy, l.caps = queueLimits(p)
-	return l
-}
-
 // tuningChanges names the settings of pool o that p changes in place (queue,
 // timeouts, ctx, failover, preemption).
 func tuningChanges(o, p config.Pool) []string {
@@ -216,7 +203,7 @@ func tuningChanges(o, p config.Pool) []string {
 		same bool
 	}{
 		{"ctx", o.Ctx == p.Ctx},
-		{"queue", limitsOf(o) == limitsOf(p)}, // an absent per_priority and one of zeros are the same
+		{"queue", queueLimits(o) == queueLimits(p)}, // an absent per_priority and one of zeros are the same
 		{"timeouts", o.Timeouts == p.Timeouts},
 		{"failover", o.Failover == p.Failover},
 		{"preemption", o.Preemption == p.Preemption},
@@ -297,8 +284,8 @@ func (s *Server) commit(cur, next *config.Config) error {
 		newList = append(newList, p)
 		if cur := poolConfig(cur, pc.ID); len(tuningChanges(cur, pc)) > 0 {
 			// Checked now, so the switch below cannot fail half-way.
-			capacity, policy, caps := queueLimits(pc)
-			if _, err := admission.NewQueue[struct{}](admission.Config{Capacity: capacity, Policy: policy, PerPriority: caps}); err != nil {
+			l := queueLimits(pc)
+			if _, err := admission.NewQueue[struct{}](admission.Config{Capacity: l.capacity, Policy: l.policy, PerPriority: l.caps}); err != nil {
 				return abort(fmt.Errorf("pool %s: %w", pc.ID, err))
 			}
 			retunes = append(retunes, retune{p, pc})

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"sort"
@@ -350,9 +349,7 @@ func (s *Server) handleReload(ctx *fasthttp.RequestCtx) {
 		Replicas    []reloadReplica `json:"replicas"`
 		TimeoutMs   *int64          `json:"timeout_ms"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(ctx.PostBody()))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil || body.NewModelRef == "" {
+	if decodeStrict(ctx.PostBody(), &body) != "" || body.NewModelRef == "" {
 		writeError(ctx, errInvalid(`body must be {"new_model_ref": "...", "replicas"?: [{"id","url"}], "timeout_ms"?: N}`))
 		return
 	}

@@ -2,9 +2,7 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/url"
 	"strconv"
 	"strings"
@@ -104,8 +102,8 @@ func (s *Server) handleCatalogRegister(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	var reg catalog.Registration
-	if err := strictJSON(ctx.PostBody(), &reg); err != nil {
-		writeError(ctx, errInvalid("body must be {\"id\", \"ref\", \"digest\"?, \"signature\"?, \"sbom\"?, \"engine\"?}: "+err.Error()))
+	if msg := decodeStrict(ctx.PostBody(), &reg); msg != "" {
+		writeError(ctx, errInvalid("body must be {\"id\", \"ref\", \"digest\"?, \"signature\"?, \"sbom\"?, \"engine\"?}: "+msg))
 		return
 	}
 	e, err := s.catalog.Register(reg)
@@ -215,8 +213,8 @@ func (s *Server) handleCatalogState(ctx *fasthttp.RequestCtx, id string) {
 		State      string `json:"state"`
 		DeadlineMs *int64 `json:"deadline_ms"`
 	}
-	if err := strictJSON(ctx.PostBody(), &body); err != nil {
-		writeError(ctx, errInvalid("body must be {\"state\", \"deadline_ms\"?}: "+err.Error()))
+	if msg := decodeStrict(ctx.PostBody(), &body); msg != "" {
+		writeError(ctx, errInvalid("body must be {\"state\", \"deadline_ms\"?}: "+msg))
 		return
 	}
 	to, ok := catalog.ParseState(body.State)
@@ -313,18 +311,4 @@ func (s *Server) engineOfModel(model string) string {
 		}
 	}
 	return unknownLabel
-}
-
-// strictJSON decodes one JSON object into v, refusing unknown fields and
-// trailing data.
-func strictJSON(b []byte, v any) error {
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("unexpected data after the JSON object")
-	}
-	return nil
 }

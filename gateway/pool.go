@@ -127,19 +127,28 @@ func tuningOf(pc config.Pool) *poolTuning {
 // tuning returns the pool's current tunable settings.
 func (p *pool) tuning() *poolTuning { return p.tune.Load() }
 
+// queueLimitSet is a pool's admission queue limits (comparable: an absent
+// per_priority and one of zeros are the same limits).
+type queueLimitSet struct {
+	capacity int
+	policy   string
+	caps     [admission.NumPriorities]int
+}
+
 // queueLimits returns the admission queue limits of pc.
-func queueLimits(pc config.Pool) (capacity int, policy string, caps [admission.NumPriorities]int) {
+func queueLimits(pc config.Pool) queueLimitSet {
+	l := queueLimitSet{capacity: pc.Queue.Capacity, policy: pc.Queue.FullPolicy}
 	if pp := pc.Queue.PerPriority; pp != nil {
-		caps = [admission.NumPriorities]int{pp.Interactive, pp.Batch}
+		l.caps = [admission.NumPriorities]int{pp.Interactive, pp.Batch}
 	}
-	return pc.Queue.Capacity, pc.Queue.FullPolicy, caps
+	return l
 }
 
 // retune applies pc's tunable settings to the running pool (a config
 // apply); the caller has checked that nothing else of the pool changed.
 func (p *pool) retune(pc config.Pool) error {
-	capacity, policy, caps := queueLimits(pc)
-	if err := p.queue.SetLimits(capacity, policy, caps); err != nil {
+	l := queueLimits(pc)
+	if err := p.queue.SetLimits(l.capacity, l.policy, l.caps); err != nil {
 		return fmt.Errorf("pool %s: %w", p.id, err)
 	}
 	p.tune.Store(tuningOf(pc))
@@ -163,7 +172,8 @@ type poolDeps struct {
 func newPool(cfg config.Pool, d poolDeps) (*pool, error) {
 	weights, log := d.weights, d.log
 	qcfg := admission.Config{Weights: [admission.NumPriorities]float64{weights.Interactive, weights.Batch}}
-	qcfg.Capacity, qcfg.Policy, qcfg.PerPriority = queueLimits(cfg)
+	l := queueLimits(cfg)
+	qcfg.Capacity, qcfg.Policy, qcfg.PerPriority = l.capacity, l.policy, l.caps
 	q, err := admission.NewQueue[*task](qcfg)
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", cfg.ID, err)

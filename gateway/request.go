@@ -63,14 +63,9 @@ func parseTaskRequest(body []byte) (*parsedTask, *APIError) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, errInvalid("request body is empty: send a JSON object")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
 	var r TaskRequest
-	if err := dec.Decode(&r); err != nil {
-		return nil, errInvalid(describeJSONError(err))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errInvalid("request body has data after the JSON object")
+	if msg := decodeStrict(body, &r); msg != "" {
+		return nil, errInvalid(msg)
 	}
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
@@ -176,6 +171,21 @@ func seedFor(taskID string) int64 {
 	h := fnv.New64a()
 	h.Write([]byte(taskID))
 	return int64(h.Sum64() & (1<<31 - 1))
+}
+
+// decodeStrict decodes body, one JSON object, into v: unknown fields and
+// data after the object are refused. It returns "" or what is wrong, for
+// an INVALID_PARAMS message.
+func decodeStrict(body []byte, v any) string {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return describeJSONError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return "request body has data after the JSON object"
+	}
+	return ""
 }
 
 func describeJSONError(err error) string {
