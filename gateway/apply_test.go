@@ -396,3 +396,16 @@ pools:
 		})
 	}
 }
+
+// TestApplyCtx: a smaller ctx applies to the next admission.
+func TestApplyCtx(t *testing.T) {
+	e := newEnv(t, nil, fake.Options{})
+	if r := e.do("POST", "/v1/tasks", testKey, taskSpec{maxTokens: 100}.body()); r.status != 202 {
+		t.Fatalf("before: %d %s", r.status, r.body)
+	}
+	e.applyEdit(t, "[pools.p.ctx]", "ctx: 4096", "ctx: 64")
+	r := e.do("POST", "/v1/tasks", testKey, taskSpec{maxTokens: 100}.body())
+	if r.status != 400 || !strings.Contains(string(r.body), "> ctx 64") {
+		t.Fatalf("after ctx 64: %d %s", r.status, r.body)
+	}
+}
