@@ -23,6 +23,8 @@ import (
 	"github.com/cucumber/godog"
 	"github.com/google/uuid"
 	"go.uber.org/goleak"
+
+	"github.com/llama-orch/llama-orch/internal/hangguard"
 )
 
 func TestMain(m *testing.M) {
@@ -61,11 +63,14 @@ func TestFeatures(t *testing.T) {
 // gateway on 127.0.0.1:0 and waits for GET /readyz; After shuts both down.
 func initScenario(sc *godog.ScenarioContext) {
 	w := newWorld()
-	sc.Before(func(ctx context.Context, _ *godog.Scenario) (context.Context, error) {
+	var unguard func()
+	sc.Before(func(ctx context.Context, s *godog.Scenario) (context.Context, error) {
 		*w = *newWorld()
+		unguard = hangguard.Start("scenario "+strconv.Quote(s.Name)+" ("+s.Uri+")", hangguard.Limit)
 		return ctx, nil
 	})
 	sc.After(func(ctx context.Context, s *godog.Scenario, err error) (context.Context, error) {
+		defer unguard()
 		if err != nil && w.logs != nil {
 			if logs := w.logs.String(); logs != "" {
 				fmt.Fprintf(os.Stderr, "gateway warnings during %q:\n%s", s.Name, logs)

@@ -47,6 +47,7 @@ var engineFakes = map[string]func(fake.Options) (fakeReplica, error){
 // engine, each on its own engine's fake, gives byte-identical canonical
 // token sequences and the same end.tokens_out (issue 5, SPEC §6).
 func TestCanonicalEquivalence(t *testing.T) {
+	guard(t)
 	var pools strings.Builder
 	var closers []func() error
 	for _, eng := range adapters.Engines() {
@@ -89,7 +90,7 @@ func TestCanonicalEquivalence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, srv: srv, url: "http://" + ln.Addr().String(), done: make(chan error, 1), hc: &http.Client{}}
+	e := &env{t: t, srv: srv, url: "http://" + ln.Addr().String(), done: make(chan error, 1), hc: &http.Client{Timeout: clientTimeout}}
 	go func() { e.done <- srv.Serve(ln) }()
 	t.Cleanup(e.close)
 	eventually(t, "every pool to be ready", func() bool {
@@ -153,6 +154,7 @@ func TestCanonicalEquivalence(t *testing.T) {
 // adapters with it — vLLM requests name the model, so tasks after the
 // reload must ask the engine for the new one.
 func TestReloadNewModelOnVLLM(t *testing.T) {
+	guard(t)
 	start := func(model string) *fakevllm.Server {
 		f, err := fakevllm.New(fake.Options{Model: model})
 		if err != nil {
@@ -182,7 +184,7 @@ func TestReloadNewModelOnVLLM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, srv: srv, url: "http://" + ln.Addr().String(), done: make(chan error, 1), hc: &http.Client{}}
+	e := &env{t: t, srv: srv, url: "http://" + ln.Addr().String(), done: make(chan error, 1), hc: &http.Client{Timeout: clientTimeout}}
 	go func() { e.done <- srv.Serve(ln) }()
 	t.Cleanup(e.close)
 	eventually(t, "the pool to be ready", srv.Ready)

@@ -21,6 +21,7 @@ import (
 	"github.com/llama-orch/llama-orch/engines/fake"
 	"github.com/llama-orch/llama-orch/engines/llamacpp"
 	"github.com/llama-orch/llama-orch/gateway/config"
+	"github.com/llama-orch/llama-orch/internal/hangguard"
 	"github.com/llama-orch/llama-orch/sse"
 )
 
@@ -36,6 +37,10 @@ type env struct {
 }
 
 const testKey = "sk-test"
+
+// clientTimeout bounds every test request, a stream read to its end
+// included: a task that never ends fails its test instead of hanging.
+const clientTimeout = 60 * time.Second
 
 // newEnv starts one pool ("p", model "m", engine llamacpp) with one replica
 // per fake option set; mutate adjusts the config before start.
@@ -60,6 +65,7 @@ func startEnv(t *testing.T, mutate func(*config.Config), fakes ...fake.Options) 
 	if len(fakes) == 0 {
 		fakes = []fake.Options{{}}
 	}
+	guard(t)
 	e := &env{t: t, done: make(chan error, 1)}
 	var reps []string
 	for i, fo := range fakes {
@@ -107,10 +113,15 @@ pools:
 	}
 	e.srv, e.url = srv, "http://"+ln.Addr().String()
 	go func() { e.done <- srv.Serve(ln) }()
-	e.hc = &http.Client{Transport: &http.Transport{DisableKeepAlives: false, MaxIdleConnsPerHost: 16}}
+	e.hc = &http.Client{Timeout: clientTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	t.Cleanup(e.close)
 	return e
 }
+
+// guard fails the process, naming t, if t runs past hangguard.Limit. Call it
+// before registering other cleanups: it then runs last, so a shutdown that
+// hangs is caught too.
+func guard(t *testing.T) { t.Cleanup(hangguard.Start(t.Name(), hangguard.Limit)) }
 
 func testAdapter(pc config.Pool, rc config.Replica) (engines.Adapter, error) {
 	a, err := llamacpp.New(rc.URL, llamacpp.Options{})

@@ -377,6 +377,7 @@ type obsEnv struct {
 // more top-level YAML (breaker, slo, …).
 func startObs(t *testing.T, top string, log *zap.Logger, pools ...obsPool) *obsEnv {
 	t.Helper()
+	guard(t)
 	oe := &obsEnv{env: &env{t: t, done: make(chan error, 1)}, llama: map[string][]*fake.Server{}}
 	var yml strings.Builder
 	yml.WriteString("auth:\n  keys:\n    - { key: " + testKey + ", tenant: t1, roles: [data, control] }\n" +
@@ -435,7 +436,7 @@ func startObs(t *testing.T, top string, log *zap.Logger, pools ...obsPool) *obsE
 	}
 	oe.srv, oe.url = srv, "http://"+ln.Addr().String()
 	go func() { oe.done <- srv.Serve(ln) }()
-	oe.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	oe.hc = &http.Client{Timeout: clientTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	t.Cleanup(oe.close)
 	eventually(t, "every replica to be ready", func() bool {
 		for _, p := range srv.poolList() {
