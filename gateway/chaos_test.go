@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -578,42 +579,18 @@ func TestChaosEngineLoadGoesStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer up.Close()
-	target, _ := url.Parse(up.URL())
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.FlushInterval = -1
-	tr := &http.Transport{}
-	rp.Transport = tr
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/metrics" && metricsOff.Load() {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusNotImplemented)
-			_, _ = io.WriteString(w, `{"error":{"code":501,"message":"This server does not support metrics endpoint. Start it with `+"`--metrics`"+`","type":"not_supported_error"}}`)
-			return
+	proxied := engineProxy(t, up.URL(), func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/metrics" || !metricsOff.Load() {
+			return false
 		}
-		// Read the request body before proxying: net/http may close it once
-		// the response header is flushed, and the transport, still copying
-		// it upstream to see its EOF, would then drop the engine connection
-		// mid-stream (the fake answers as soon as it has the body).
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		rp.ServeHTTP(w, r)
-	})}
-	go func() { _ = hs.Serve(ln) }()
-	defer func() {
-		_ = hs.Close()
-		tr.CloseIdleConnections()
-	}()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotImplemented)
+		_, _ = io.WriteString(w, `{"error":{"code":501,"message":"This server does not support metrics endpoint. Start it with `+"`--metrics`"+`","type":"not_supported_error"}}`)
+		return true
+	})
 
 	e := newEnv(t, func(c *config.Config) {
-		c.Pools[0].Replicas[0].URL = "http://" + ln.Addr().String()
+		c.Pools[0].Replicas[0].URL = proxied
 		for i := range c.Pools[0].Replicas {
 			c.Pools[0].Replicas[i].Slots = 4
 		}
@@ -646,4 +623,47 @@ func TestChaosEngineLoadGoesStale(t *testing.T) {
 	if evs[0].data["replica_id"] != "r0" {
 		t.Fatalf("started on %v", evs[0].data["replica_id"])
 	}
+}
+
+// engineProxy fronts the engine at upstream with a reverse proxy on
+// loopback and returns its URL; intercept may answer a request itself (a
+// fault the engine would not produce on its own) and return true, or pass
+// it on. Closed when t ends.
+func engineProxy(t *testing.T, upstream string, intercept func(w http.ResponseWriter, r *http.Request) bool) string {
+	t.Helper()
+	target, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.FlushInterval = -1
+	rp.ErrorLog = log.New(io.Discard, "", 0) // canceled streams are routine here
+	tr := &http.Transport{}
+	rp.Transport = tr
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if intercept != nil && intercept(w, r) {
+			return
+		}
+		// Read the request body before proxying: net/http may close it once
+		// the response header is flushed, and the transport, still copying
+		// it upstream to see its EOF, would then drop the engine connection
+		// mid-stream (the fake answers as soon as it has the body).
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		rp.ServeHTTP(w, r)
+	}), ErrorLog: log.New(io.Discard, "", 0)}
+	go func() { _ = hs.Serve(ln) }()
+	t.Cleanup(func() {
+		_ = hs.Close()
+		tr.CloseIdleConnections()
+	})
+	return "http://" + ln.Addr().String()
 }

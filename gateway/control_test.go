@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -266,8 +267,10 @@ func TestEventsAndUISession(t *testing.T) {
 
 // events is an open ops feed.
 type events struct {
-	s  *stream
-	ch chan event
+	s    *stream
+	ch   chan event
+	stop chan struct{} // closed by close: the reader stops even if ch is full
+	once sync.Once
 }
 
 func (e *env) openEvents(t *testing.T, key string, hdr ...string) *events {
@@ -286,7 +289,8 @@ func (e *env) openEvents(t *testing.T, key string, hdr ...string) *events {
 	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("events: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
 	}
-	f := &events{s: &stream{res: res, rd: sse.NewReader(bufio.NewReader(res.Body), 0)}, ch: make(chan event, 1024)}
+	f := &events{s: &stream{res: res, rd: sse.NewReader(bufio.NewReader(res.Body), 0)}, ch: make(chan event, 1024), stop: make(chan struct{})}
+	t.Cleanup(f.close)
 	go func() {
 		defer close(f.ch)
 		var fr sse.Frame
@@ -298,7 +302,11 @@ func (e *env) openEvents(t *testing.T, key string, hdr ...string) *events {
 			if json.Unmarshal(fr.Data, &ev.data) != nil {
 				return // waitFor then reports the feed ended
 			}
-			f.ch <- ev
+			select {
+			case f.ch <- ev:
+			case <-f.stop:
+				return
+			}
 		}
 	}()
 	hello := f.waitFor(t, func(event) bool { return true })
@@ -326,7 +334,12 @@ func (f *events) waitFor(t *testing.T, match func(event) bool) event {
 	}
 }
 
-func (f *events) close() { _ = f.s.res.Body.Close() }
+func (f *events) close() {
+	f.once.Do(func() {
+		close(f.stop)
+		_ = f.s.res.Body.Close()
+	})
+}
 
 // TestShutdownWithRetiredSetBusy: orchd shuts down while a stream still runs
 // on a replica set a reload replaced: the stream gets its terminal event and

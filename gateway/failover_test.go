@@ -169,11 +169,14 @@ func TestResumedSegmentMissingFirstToken(t *testing.T) {
 	// Start on the stalling replica r0: its session hashes there.
 	p := e.srv.poolList()[0]
 	sess := ""
-	for i := 0; sess == ""; i++ {
+	for i := 0; sess == "" && i < 10000; i++ {
 		s := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
 		if p.set().ring.Pick(balancer.KeyOf(s), nil, p.affinity) == p.set().replicas[0] {
 			sess = s
 		}
+	}
+	if sess == "" {
+		t.Fatal("no session hashes to r0 (is it ready?)")
 	}
 	evs := e.postStream(taskSpec{maxTokens: 10, session: sess}.body()).all(t)
 	last := evs[len(evs)-1]

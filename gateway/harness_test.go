@@ -324,18 +324,39 @@ func (s *stream) next(t *testing.T) (event, bool) {
 	}
 }
 
-// all reads to EOF.
-func (s *stream) all(t *testing.T) []event {
-	t.Helper()
+// collect reads to EOF without failing a test (for readers that run off
+// the test's goroutine); it returns what it read and the first error.
+func (s *stream) collect() ([]event, error) {
 	defer s.close()
 	var out []event
+	var f sse.Frame
 	for {
-		ev, ok := s.next(t)
-		if !ok {
-			return out
+		err := s.rd.Next(&f)
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		if f.Comment {
+			continue
+		}
+		ev := event{id: string(f.ID), name: string(f.Event), raw: string(f.Data)}
+		if err := json.Unmarshal(f.Data, &ev.data); err != nil {
+			return out, fmt.Errorf("event data %q: %w", f.Data, err)
 		}
 		out = append(out, ev)
 	}
+}
+
+// all reads to EOF.
+func (s *stream) all(t *testing.T) []event {
+	t.Helper()
+	out, err := s.collect()
+	if err != nil {
+		t.Fatalf("stream read: %v", err)
+	}
+	return out
 }
 
 func (s *stream) close() { s.res.Body.Close() }

@@ -240,6 +240,12 @@ func (p *pool) newSet(cfgs []config.Replica, model, engineModel string, tu *pool
 			Window:              time.Duration(d.breaker.WindowMs) * time.Millisecond,
 			Open:                time.Duration(d.breaker.OpenMs) * time.Millisecond,
 			OnTransition: func(r *balancer.Replica, from, to balancer.State) {
+				if to == balancer.Open {
+					// The breaker turns half-open lazily, when next asked:
+					// have the dispatcher ask then, or tasks that can only go
+					// to r wait for a release elsewhere.
+					time.AfterFunc(time.Duration(d.breaker.OpenMs)*time.Millisecond, p.signal)
+				}
 				if d.onTransition != nil {
 					d.onTransition(p, r, from, to)
 				}
@@ -409,7 +415,7 @@ func (p *pool) estimateAhead(prio admission.Priority) int {
 
 // dispatch starts queued tasks while replicas have free slots; it runs until
 // stop closes. A panic in one round is logged and the loop goes on.
-func (p *pool) dispatch(stop <-chan struct{}, prefer func(t *task) *balancer.Replica, start func(t *task, r *balancer.Replica, done func(bool))) {
+func (p *pool) dispatch(stop <-chan struct{}, prefer func(t *task) *balancer.Replica, start func(t *task, r *balancer.Replica, done func(bool)), exhausted func(t *task)) {
 	for {
 		select {
 		case <-stop:
@@ -418,12 +424,25 @@ func (p *pool) dispatch(stop <-chan struct{}, prefer func(t *task) *balancer.Rep
 			return
 		case <-p.wake:
 		}
-		p.dispatchRound(prefer, start)
+		p.dispatchRound(prefer, start, exhausted)
 	}
 }
 
-func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(t *task, r *balancer.Replica, done func(bool))) {
+// dispatchRound starts queued tasks in queue order while a replica has a
+// free slot. A task that already failed on some replicas can only go to one
+// it has not tried: when none of those can take it now it is set aside for
+// this round (it keeps its place) so that the tasks behind it, which may go
+// anywhere, are not held up; when no ready replica it has not tried is left,
+// exhausted ends it.
+func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(t *task, r *balancer.Replica, done func(bool)), exhausted func(t *task)) {
 	defer recoverLog(p.log, "dispatcher")
+	var aside []*admission.Entry[*task]
+	defer func() {
+		// Back at the head in their order, unless canceled meanwhile.
+		for i := len(aside) - 1; i >= 0; i-- {
+			p.pushBack(aside[i])
+		}
+	}()
 	for {
 		if p.policy.Pick(p.set().replicas, nil) == nil {
 			return // no free slot: a Release will wake us
@@ -444,19 +463,36 @@ func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(
 		} else {
 			r = nil
 		}
-		if r == nil {
-			// The slot went away between the two picks (a replica turned
-			// unready): put the task back, unless it was canceled meanwhile,
-			// and wait for the next signal.
-			t.mu.Lock()
-			if t.state == stateQueued {
-				p.queue.PushFront(e)
-			}
-			t.mu.Unlock()
-			return
+		if r != nil {
+			start(t, r, done)
+			continue
 		}
-		start(t, r, done)
+		t.mu.Lock()
+		tried := t.tried
+		t.mu.Unlock()
+		switch {
+		case len(tried) == 0:
+			// The slot went away between the two picks (a replica turned
+			// unready): put the task back and wait for the next signal.
+			p.pushBack(e)
+			return
+		case !p.hasUntried(tried):
+			exhausted(t)
+		default:
+			aside = append(aside, e)
+		}
 	}
+}
+
+// pushBack returns a popped task to the head of the queue, unless it was
+// canceled meanwhile.
+func (p *pool) pushBack(e *admission.Entry[*task]) {
+	t := e.Value
+	t.mu.Lock()
+	if t.state == stateQueued {
+		p.queue.PushFront(e)
+	}
+	t.mu.Unlock()
 }
 
 // watchdog ends running tasks that break the pool's timeouts (SPEC §4.5):
@@ -705,6 +741,7 @@ func (p *pool) setReady(rs *replicaSet, i int, ok bool, cause string) {
 		p.signal()
 	} else {
 		p.log.Warn("replica not ready", zap.String("replica_id", r.ID), zap.String("cause", cause))
+		p.signal() // a queued retry may have lost the last replica it could go to
 	}
 	if p.deps.onReady != nil && p.set() == rs {
 		p.deps.onReady(p, r, ok, cause)

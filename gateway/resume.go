@@ -138,6 +138,34 @@ func (p *pool) hasUntriedExcept(tried map[*balancer.Replica]bool, r *balancer.Re
 	return false
 }
 
+// exhaustQueued ends a task that waits in the queue to go to another
+// replica (a retry or a failover) once no ready replica it has not failed
+// on is left: REPLICA_EXHAUSTED before its first token, WORKER_RESET after,
+// as when its last replica failed with no other to go to.
+func (s *Server) exhaustQueued(t *task) {
+	t.mu.Lock()
+	if t.state != stateQueued {
+		t.mu.Unlock()
+		return // canceled meanwhile: its terminal event is written
+	}
+	t.state = stateDone
+	tokens, first := t.log.Tokens(), t.sink.firstToken
+	t.mu.Unlock()
+	p := t.pool
+	ae := &APIError{Code: CodeReplicaExhausted, Engine: p.engine, PoolID: p.id, Retriable: true,
+		Message: "every ready replica of the pool failed this task; none is left to retry on"}
+	if tokens > 0 {
+		ae.Code, ae.Message = CodeWorkerReset, "the engine failed after the first token and no ready replica is left to resume on"
+	}
+	s.sessions.finishTurn(t, engines.Result{TokensOut: tokens}, nil)
+	s.releaseQuota(t)
+	s.slo.observe(t.prio, sinceMs(t.admittedAt, first), 0, true)
+	if t.log.Append(sse.KindError, mustJSON(ae)) {
+		s.logTask(t, zap.WarnLevel, "task failed", zap.String("code", ae.Code), zap.String("error", ae.Message))
+	}
+	s.finishTask(t)
+}
+
 // requeueAfterLocked puts a task that streamed nothing back at the head of
 // its queue after d (t.mu held). Meanwhile it counts as queued: a cancel or
 // the drain ends it, and the timer then finds it done.

@@ -153,7 +153,10 @@ func TestHardPreemption(t *testing.T) {
 	s := e.openStream(batch, testKey)
 	var got []event
 	for n := 0; n < 5; {
-		ev, _ := s.next(t)
+		ev, ok := s.next(t)
+		if !ok {
+			t.Fatalf("the batch stream ended before its fifth token: %s", names(got))
+		}
 		got = append(got, ev)
 		if ev.name == "token" {
 			n++

@@ -512,7 +512,7 @@ func (s *Server) startPoolRunners(p *pool) {
 	s.bgWG.Add(2)
 	go func() {
 		defer s.bgWG.Done()
-		p.dispatch(s.stop, prefer, s.startTask)
+		p.dispatch(s.stop, prefer, s.startTask, s.exhaustQueued)
 	}()
 	go func() {
 		defer s.bgWG.Done()

@@ -272,10 +272,18 @@ func TestShutdownEndsStreams(t *testing.T) {
 	if ev, _ := s.next(t); ev.name != "started" {
 		t.Fatal("no started")
 	}
-	done := make(chan []event)
-	go func() { done <- s.all(t) }()
+	done := make(chan []event, 1)
+	var rerr error
+	go func() {
+		var evs []event
+		evs, rerr = s.collect()
+		done <- evs
+	}()
 	e.shutdown()
-	evs := <-done
+	evs := <-done // bounded: the client times out
+	if rerr != nil || len(evs) == 0 {
+		t.Fatalf("stream after shutdown: %v, events %s", rerr, names(evs))
+	}
 	if last := evs[len(evs)-1]; last.name != "error" {
 		t.Fatalf("last event %s", last.name)
 	}
