@@ -309,7 +309,8 @@ func (s *Server) Ready() bool {
 
 // Shutdown stops admitting, lets running and queued tasks finish for the
 // grace period, then ends the rest with an error and aborts their engine
-// requests; it returns once every connection and goroutine is done (SPEC §13).
+// requests; it returns once every connection and goroutine is done (SPEC §13)
+// or, at the latest, when ctx ends (with an error that says what still ran).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.admitMu.Lock()
 	s.draining.Store(true)
@@ -327,17 +328,45 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	tick.Stop()
 	// Stop dispatching first, so nothing starts after the sweep below.
 	s.closeOnce.Do(func() { close(s.stop) })
-	s.bgWG.Wait()
+	errBg := waitCtx(ctx, &s.bgWG)
 	for _, t := range s.tasks.live() {
 		s.terminate(t, &APIError{Code: CodePoolUnavailable, Message: "orchd is shutting down", Engine: t.pool.engine, PoolID: t.pool.id, Retriable: true}, reasonShutdown)
 	}
-	s.wg.Wait()
+	errTasks := waitCtx(ctx, &s.wg)
 	err := s.http.ShutdownWithContext(ctx)
-	s.eraseWG.Wait()
+	errErase := waitCtx(ctx, &s.eraseWG)
 	for _, p := range s.poolList() {
 		p.close()
 	}
+	if err == nil {
+		// Which wait ran out of time, for the log of a shutdown that did.
+		switch {
+		case errBg != nil:
+			err = fmt.Errorf("background loops still running: %w", errBg)
+		case errTasks != nil:
+			err = fmt.Errorf("task goroutines still running: %w", errTasks)
+		case errErase != nil:
+			err = fmt.Errorf("session KV evictions still running: %w", errErase)
+		}
+	}
 	return err
+}
+
+// waitCtx waits for wg, or until ctx ends and then returns its error (the
+// goroutines still counted finish on their own; Shutdown does not hang on
+// one that is stuck).
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // busy reports whether any task is queued or running.

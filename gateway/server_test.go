@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -372,4 +374,20 @@ func TestIdentityAndTenancy(t *testing.T) {
 	if r := e.do("POST", "/v1/tasks", "sk-ctl", taskSpec{}.body()); r.status != 403 {
 		t.Fatalf("control-only key on the data plane: %d", r.status)
 	}
+}
+
+// TestShutdownBoundedByContext: a goroutine Shutdown waits for that never
+// ends (modelled by an extra count on the background loops' WaitGroup) does
+// not hang it: it returns when ctx ends, saying what still ran.
+func TestShutdownBoundedByContext(t *testing.T) {
+	e := newEnv(t, nil)
+	e.srv.bgWG.Add(1) // a stuck background loop
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := e.srv.Shutdown(ctx)
+	e.srv.bgWG.Done()
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "background loops") {
+		t.Fatalf("Shutdown = %v, want the deadline, naming the background loops", err)
+	}
+	e.once.Do(func() { <-e.done }) // shut down already: the harness only collects Serve's result
 }
