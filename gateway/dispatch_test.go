@@ -47,6 +47,8 @@ func newRetryRig(t *testing.T) *retryRig {
 		return true
 	})
 	rig.e = newEnv(t, func(c *config.Config) {
+		// One slow probe on a loaded machine must not take r1 away.
+		c.Health.UnhealthyAfter = 3
 		reps := c.Pools[0].Replicas
 		reps[0].URL, reps[0].Slots = url0, 2
 		reps[1].URL, reps[1].Slots = url1, 1

@@ -83,6 +83,12 @@ type pool struct {
 	policy balancer.Policy
 	queue  *admission.Queue[*task]
 	wake   chan struct{}
+
+	// retrying holds the queued tasks that already failed on some replicas
+	// and may go only to one they have not tried (a retry or a failover):
+	// each round checks that such a replica is still ready.
+	retryMu  sync.Mutex
+	retrying map[*task]struct{}
 	// done ends the pool's dispatcher and watchdog when a config apply
 	// removed it and it has drained (server shutdown ends them too).
 	done     chan struct{}
@@ -432,16 +438,18 @@ func (p *pool) dispatch(stop <-chan struct{}, prefer func(t *task) *balancer.Rep
 // free slot. A task that already failed on some replicas can only go to one
 // it has not tried: when none of those can take it now it is set aside for
 // this round (it keeps its place) so that the tasks behind it, which may go
-// anywhere, are not held up; when no ready replica it has not tried is left,
-// exhausted ends it.
+// anywhere, are not held up. Every round ends by ending, through exhausted,
+// the waiting retries that have no ready replica left to try.
 func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(t *task, r *balancer.Replica, done func(bool)), exhausted func(t *task)) {
 	defer recoverLog(p.log, "dispatcher")
 	var aside []*admission.Entry[*task]
 	defer func() {
-		// Back at the head in their order, unless canceled meanwhile.
+		// Back at the head in their order, unless canceled meanwhile; then
+		// the retries' check (also when no slot was free at all).
 		for i := len(aside) - 1; i >= 0; i-- {
 			p.pushBack(aside[i])
 		}
+		p.sweepRetries(exhausted)
 	}()
 	for {
 		if p.policy.Pick(p.set().replicas, nil) == nil {
@@ -468,18 +476,55 @@ func (p *pool) dispatchRound(prefer func(t *task) *balancer.Replica, start func(
 			continue
 		}
 		t.mu.Lock()
-		tried := t.tried
+		retry := len(t.tried) > 0
 		t.mu.Unlock()
-		switch {
-		case len(tried) == 0:
+		if !retry {
 			// The slot went away between the two picks (a replica turned
 			// unready): put the task back and wait for the next signal.
 			p.pushBack(e)
 			return
-		case !p.hasUntried(tried):
+		}
+		aside = append(aside, e)
+	}
+}
+
+// addRetry and dropRetry keep p.retrying: a task joins when it is queued
+// again to go to a replica it has not tried, and leaves when it starts or
+// ends.
+func (p *pool) addRetry(t *task) {
+	p.retryMu.Lock()
+	if p.retrying == nil {
+		p.retrying = make(map[*task]struct{})
+	}
+	p.retrying[t] = struct{}{}
+	p.retryMu.Unlock()
+}
+
+func (p *pool) dropRetry(t *task) {
+	p.retryMu.Lock()
+	delete(p.retrying, t)
+	p.retryMu.Unlock()
+}
+
+// sweepRetries ends, through exhausted, each waiting retry that has no
+// ready replica left that it has not tried.
+func (p *pool) sweepRetries(exhausted func(t *task)) {
+	p.retryMu.Lock()
+	if len(p.retrying) == 0 {
+		p.retryMu.Unlock()
+		return
+	}
+	waiting := make([]*task, 0, len(p.retrying))
+	for t := range p.retrying {
+		waiting = append(waiting, t)
+	}
+	p.retryMu.Unlock()
+	for _, t := range waiting {
+		t.mu.Lock()
+		stranded := t.state == stateQueued && !p.hasUntried(t.tried)
+		t.mu.Unlock()
+		if stranded {
 			exhausted(t)
-		default:
-			aside = append(aside, e)
 		}
 	}
 }

@@ -101,13 +101,23 @@ func (s *Server) resumeAfter(t *task, err error) bool {
 	if !p.hasUntried(t.tried) {
 		return false
 	}
+	if !before && (t.tune.failover != "resume" || t.strict) {
+		return false
+	}
+	t.lastFail = segmentFailure{replica: r, err: err, abort: t.abort}
 	if before {
 		return s.requeueLocked(t, "retry", r)
 	}
-	if t.tune.failover != "resume" || t.strict {
-		return false
-	}
 	return s.requeueLocked(t, "failover", r)
+}
+
+// segmentFailure is how a task's segment failed on a replica, kept while the
+// task waits to go to another one: if none is left, the task ends with the
+// error this failure would have ended it with.
+type segmentFailure struct {
+	replica *balancer.Replica
+	err     error
+	abort   abortReason
 }
 
 // maxOverloadRetries bounds the retries of a task an engine refused as
@@ -140,28 +150,38 @@ func (p *pool) hasUntriedExcept(tried map[*balancer.Replica]bool, r *balancer.Re
 
 // exhaustQueued ends a task that waits in the queue to go to another
 // replica (a retry or a failover) once no ready replica it has not failed
-// on is left: REPLICA_EXHAUSTED before its first token, WORKER_RESET after,
-// as when its last replica failed with no other to go to.
+// on is left, with the error its last failure would have ended it with had
+// no replica been left then (REPLICA_EXHAUSTED before the first token; after
+// it WORKER_RESET, or DECODE_TIMEOUT for a stall), logged and counted alike.
 func (s *Server) exhaustQueued(t *task) {
 	t.mu.Lock()
 	if t.state != stateQueued {
 		t.mu.Unlock()
-		return // canceled meanwhile: its terminal event is written
+		return // started or canceled meanwhile
 	}
+	t.pool.queue.Remove(t.entry) // false when the dispatcher holds it popped
 	t.state = stateDone
-	tokens, first := t.log.Tokens(), t.sink.firstToken
+	lf, first := t.lastFail, t.sink.firstToken
 	t.mu.Unlock()
 	p := t.pool
-	ae := &APIError{Code: CodeReplicaExhausted, Engine: p.engine, PoolID: p.id, Retriable: true,
-		Message: "every ready replica of the pool failed this task; none is left to retry on"}
-	if tokens > 0 {
-		ae.Code, ae.Message = CodeWorkerReset, "the engine failed after the first token and no ready replica is left to resume on"
+	var ae *APIError
+	if errors.Is(lf.err, context.Canceled) {
+		ae = s.abortErrorFor(t, lf.abort, lf.replica)
+	} else if lf.err != nil {
+		ae = engineError(lf.err, p)
 	}
-	s.sessions.finishTurn(t, engines.Result{TokensOut: tokens}, nil)
+	if ae == nil {
+		ae = &APIError{Code: CodeReplicaExhausted, Engine: p.engine, PoolID: p.id, Retriable: true,
+			Message: "every ready replica of the pool failed this task; none is left to retry on"}
+	}
+	s.sessions.finishTurn(t, engines.Result{TokensOut: t.log.Tokens()}, nil)
 	s.releaseQuota(t)
-	s.slo.observe(t.prio, sinceMs(t.admittedAt, first), 0, true)
+	if ae.Code != CodeInvalidParams {
+		s.slo.observe(t.prio, sinceMs(t.admittedAt, first), 0, true)
+	}
 	if t.log.Append(sse.KindError, mustJSON(ae)) {
-		s.logTask(t, zap.WarnLevel, "task failed", zap.String("code", ae.Code), zap.String("error", ae.Message))
+		s.logTask(t, zap.WarnLevel, "task failed", s.runFields(t, lf.replica,
+			zap.String("code", ae.Code), zap.String("error", ae.Message+" (no ready replica left to move to)"))...)
 	}
 	s.finishTask(t)
 }
@@ -227,6 +247,9 @@ func (s *Server) requeueLocked(t *task, why string, failed *balancer.Replica) bo
 		s.logTask(t, zap.InfoLevel, "task moves to another replica", zap.String("why", why),
 			zap.String("failed_replica_id", failed.ID), zap.Int("tokens_so_far", t.tokensOutPrev))
 	}
+	if len(t.tried) > 0 {
+		p.addRetry(t) // it may go only to a replica it has not tried
+	}
 	p.queue.PushFront(t.entry)
 	p.signal()
 	return true
@@ -287,8 +310,15 @@ func (p *pool) pickFor(t *task, prefer *balancer.Replica) *balancer.Replica {
 // their own terminal event).
 func (s *Server) abortError(t *task) *APIError {
 	t.mu.Lock()
-	reason, p, r := t.abort, t.pool, t.replica
+	reason, r := t.abort, t.replica
 	t.mu.Unlock()
+	return s.abortErrorFor(t, reason, r)
+}
+
+// abortErrorFor is abortError for a segment the watchdog aborted on r for
+// reason (t.mu not held).
+func (s *Server) abortErrorFor(t *task, reason abortReason, r *balancer.Replica) *APIError {
+	p := t.pool
 	ae := &APIError{Engine: p.engine, PoolID: p.id, Retriable: true}
 	switch reason {
 	case abortFirstToken:

@@ -330,7 +330,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeOnce.Do(func() { close(s.stop) })
 	errBg := waitCtx(ctx, &s.bgWG)
 	for _, t := range s.tasks.live() {
-		s.terminate(t, &APIError{Code: CodePoolUnavailable, Message: "orchd is shutting down", Engine: t.pool.engine, PoolID: t.pool.id, Retriable: true}, reasonShutdown)
+		s.terminate(t, shutdownError(t), reasonShutdown)
 	}
 	errTasks := waitCtx(ctx, &s.wg)
 	err := s.http.ShutdownWithContext(ctx)
@@ -338,18 +338,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, p := range s.poolList() {
 		p.close()
 	}
-	if err == nil {
-		// Which wait ran out of time, for the log of a shutdown that did.
-		switch {
-		case errBg != nil:
-			err = fmt.Errorf("background loops still running: %w", errBg)
-		case errTasks != nil:
-			err = fmt.Errorf("task goroutines still running: %w", errTasks)
-		case errErase != nil:
-			err = fmt.Errorf("session KV evictions still running: %w", errErase)
-		}
+	// Which wait ran out of time, for the log of a shutdown that did.
+	var stuck error
+	switch {
+	case errBg != nil:
+		stuck = fmt.Errorf("background loops still running: %w", errBg)
+	case errTasks != nil:
+		stuck = fmt.Errorf("task goroutines still running: %w", errTasks)
+	case errErase != nil:
+		stuck = fmt.Errorf("session KV evictions still running: %w", errErase)
+	}
+	if err != nil && stuck != nil {
+		return errors.Join(stuck, fmt.Errorf("connections still open: %w", err))
+	}
+	if stuck != nil {
+		return stuck
 	}
 	return err
+}
+
+// shutdownError is the terminal event of a task Shutdown ends.
+func shutdownError(t *task) *APIError {
+	return &APIError{Code: CodePoolUnavailable, Message: "orchd is shutting down", Engine: t.pool.engine, PoolID: t.pool.id, Retriable: true}
 }
 
 // waitCtx waits for wg, or until ctx ends and then returns its error (the

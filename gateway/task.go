@@ -82,6 +82,7 @@ type task struct {
 	mu          sync.Mutex
 	abort       abortReason                // why the gateway aborted the running segment
 	tried       map[*balancer.Replica]bool // replicas that failed this task
+	lastFail    segmentFailure             // the failure a queued retry or failover moves on from
 	overloads   int                        // "overloaded" refusals retried on a busy pool (resume.go)
 	fault       bool                       // the watchdog ended the segment for the replica's stall
 	brDone      func(bool)                 // the replica breaker's outcome callback for this segment
@@ -190,6 +191,16 @@ func (t *task) resumes() bool {
 // startTask moves a dispatched task to running on replica r. Called by the
 // pool's dispatcher with r's slot already acquired.
 func (s *Server) startTask(t *task, r *balancer.Replica, done func(success bool)) {
+	select {
+	case <-s.stop:
+		// Shutdown swept the tasks already (a dispatcher round it stopped
+		// waiting for): start nothing more, end this one as the sweep does.
+		done(true)
+		r.Release()
+		s.terminate(t, shutdownError(t), reasonShutdown)
+		return
+	default:
+	}
 	t.mu.Lock()
 	if t.state != stateQueued {
 		// Canceled between Pop and here: give the slot back.
@@ -199,6 +210,7 @@ func (s *Server) startTask(t *task, r *balancer.Replica, done func(success bool)
 		t.pool.signal()
 		return
 	}
+	t.pool.dropRetry(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	now := time.Now()
 	t.state = stateRunning
@@ -505,6 +517,7 @@ func (s *Server) finishTask(t *task) {
 	}
 	t.finished = true
 	t.state = stateDone
+	t.pool.dropRetry(t)
 	if t.detachTimer != nil {
 		t.detachTimer.Stop()
 		t.detachTimer = nil
