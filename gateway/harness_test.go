@@ -139,8 +139,13 @@ func (e *env) shutdown() {
 		if err := e.srv.Shutdown(ctx); err != nil {
 			e.t.Errorf("Shutdown: %v", err)
 		}
-		if err := <-e.done; err != nil {
-			e.t.Errorf("Serve: %v", err)
+		select {
+		case err := <-e.done:
+			if err != nil {
+				e.t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			e.t.Error("Serve still running 10 s after Shutdown")
 		}
 		e.hc.CloseIdleConnections()
 	})

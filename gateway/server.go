@@ -78,6 +78,13 @@ type Server struct {
 	bgWG      sync.WaitGroup // dispatchers, health loops, watchdogs, janitor
 	eraseWG   sync.WaitGroup // session KV evictions (waited after the HTTP server)
 	closeOnce sync.Once
+
+	// listeners are the ones Serve was given; Shutdown closes them itself,
+	// since fasthttp's Shutdown only closes those its Serve already
+	// registered (a Serve that had not started yet would serve for ever).
+	lnMu      sync.Mutex
+	listeners []net.Listener
+	lnClosed  bool
 }
 
 // New builds a Server from a validated config. It starts health checks and
@@ -290,6 +297,14 @@ func newCorrelationID() string {
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	s.lnMu.Lock()
+	if s.lnClosed {
+		s.lnMu.Unlock()
+		_ = ln.Close()
+		return nil // shut down already
+	}
+	s.listeners = append(s.listeners, ln)
+	s.lnMu.Unlock()
 	err := s.http.Serve(ln)
 	if s.draining.Load() {
 		return nil
@@ -333,7 +348,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.terminate(t, shutdownError(t), reasonShutdown)
 	}
 	errTasks := waitCtx(ctx, &s.wg)
+	s.lnMu.Lock()
+	s.lnClosed = true
+	lns := s.listeners
+	s.lnMu.Unlock()
 	err := s.http.ShutdownWithContext(ctx)
+	for _, ln := range lns {
+		_ = ln.Close() // a Serve that had not reached fasthttp's yet returns now
+	}
 	errErase := waitCtx(ctx, &s.eraseWG)
 	for _, p := range s.poolList() {
 		p.close()

@@ -3,12 +3,15 @@ package gateway
 import (
 	"context"
 	"errors"
+	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 
 	"github.com/llama-orch/llama-orch/engines/fake"
 	"github.com/llama-orch/llama-orch/gateway/config"
@@ -395,4 +398,60 @@ func TestShutdownBoundedByContext(t *testing.T) {
 		t.Fatalf("Shutdown = %v, want the deadline, naming the background loops", err)
 	}
 	e.once.Do(func() { <-e.done }) // shut down already: the harness only collects Serve's result
+}
+
+// TestShutdownBeforeServeStarts: Shutdown that runs before the goroutine
+// calling Serve got going, or before Serve reached fasthttp's, still ends
+// that Serve (fasthttp alone only closes the listeners its Serve already
+// registered); a Serve after Shutdown returns at once.
+func TestShutdownBeforeServeStarts(t *testing.T) {
+	yml := "auth:\n  keys:\n    - { key: " + testKey + ", tenant: t1, roles: [data] }\n" +
+		"pools:\n  - id: p\n    engine: llamacpp\n    model: m\n    replicas:\n      - { id: r0, url: \"http://127.0.0.1:1\" }\n"
+	cfg, problems, err := config.Check([]byte(yml), config.ValidateOptions{})
+	if err != nil || config.HasErrors(problems) {
+		t.Fatalf("config: %v %v", err, problems)
+	}
+	for i := 0; i < 50; i++ {
+		srv, err := New(cfg, Options{NewAdapter: testAdapter, Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		if i%2 == 1 {
+			runtime.Gosched() // sometimes Serve is under way, sometimes not
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		cancel()
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Fatalf("Serve: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: Serve still running 5 s after Shutdown", i)
+		}
+		ln2, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { served <- srv.Serve(ln2) }()
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Fatalf("Serve after Shutdown: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			_ = ln2.Close()
+			<-served
+			t.Fatalf("round %d: a Serve after Shutdown still serves", i)
+		}
+	}
 }

@@ -288,11 +288,21 @@ func startFakeOrchd(t *testing.T) (*fakeOrchd, string) {
 	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() {
 		close(f.done)
-		if err := srv.Shutdown(); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.ShutdownWithContext(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
+		// fasthttp closes only the listeners its Serve registered: a Serve
+		// that had not started yet would serve for ever.
+		_ = ln.Close()
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Serve still running 10 s after Shutdown")
 		}
 	})
 	return f, "http://" + ln.Addr().String()
