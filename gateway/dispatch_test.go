@@ -26,7 +26,7 @@ type retryRig struct {
 func newRetryRig(t *testing.T) *retryRig {
 	t.Helper()
 	rig := &retryRig{}
-	r0 := startFake(t, fake.Options{Slots: 2})
+	r0 := startFake(t, fake.Options{Slots: 2, ITL: 5 * time.Millisecond})
 	r1 := startFake(t, fake.Options{Slots: 1, ITL: 5 * time.Millisecond})
 	url0 := engineProxy(t, r0.URL(), func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path != "/completion" || !takeOne(&rig.failNext) {
@@ -154,14 +154,28 @@ func TestRetryDoesNotHoldUpTheQueue(t *testing.T) {
 }
 
 // TestRetryExhaustedWhenLastReplicaLeaves: a task that failed on r0 waits
-// for r1, the only replica it has not tried; when r1 turns unready the task
-// ends at once with REPLICA_EXHAUSTED (SPEC §5: "REPLICA_EXHAUSTED when out
-// of replicas") instead of waiting at the head of the queue for as long as
-// r1 is gone.
+// for r1, the only replica it has not tried, while r0 fills up with other
+// work; when r1 turns unready the task ends at once with REPLICA_EXHAUSTED
+// (SPEC §5: "REPLICA_EXHAUSTED when out of replicas") — not when a slot
+// frees somewhere, and not never, as it did when it waited at the head of
+// the queue for as long as r1 was gone.
 func TestRetryExhaustedWhenLastReplicaLeaves(t *testing.T) {
 	rig := newRetryRig(t)
 	e := rig.e
 	retried := rig.failOnR0(t)
+
+	// Two long tasks fill r0: no slot is free anywhere.
+	var busy []string
+	for i := 0; i < 2; i++ {
+		id := newID()
+		if r := e.do("POST", "/v1/tasks", testKey, taskSpec{id: id, session: rig.r0Session, maxTokens: 3000}.body()); r.status != 202 {
+			t.Fatalf("enqueue: %d %s", r.status, r.body)
+		}
+		busy = append(busy, id)
+		t.Cleanup(func() { e.do("POST", "/v1/tasks/"+id+"/cancel", testKey, "") })
+	}
+	r0 := e.srv.poolList()[0].set().replicas[0]
+	eventually(t, "r0 to be full", func() bool { return r0.InFlight() == 2 })
 
 	rig.r1Down.Store(true)
 	evs := e.openStream(retried, testKey).all(t)
@@ -169,12 +183,15 @@ func TestRetryExhaustedWhenLastReplicaLeaves(t *testing.T) {
 	if last.name != "error" || last.data["code"] != CodeReplicaExhausted || last.data["retriable"] != true {
 		t.Fatalf("the retried task ended with %s %v, want error %s", last.name, last.data, CodeReplicaExhausted)
 	}
-	if !rig.longRunning(t) {
-		t.Fatal("the retried task ended only when L did")
+	if !rig.longRunning(t) || r0.InFlight() != 2 {
+		t.Fatal("the retried task ended only once a slot freed")
 	}
-	// The queue is empty and r0 still serves.
 	if n := e.srv.poolList()[0].queue.Len(); n != 0 {
 		t.Fatalf("queue length %d after the retry ended", n)
+	}
+	// r0 still serves once a slot frees.
+	if r := e.do("POST", "/v1/tasks/"+busy[0]+"/cancel", testKey, ""); r.status != 204 {
+		t.Fatalf("cancel: %d %s", r.status, r.body)
 	}
 	evs = e.postStream(taskSpec{session: rig.r0Session, maxTokens: 2}.body()).all(t)
 	if evs[len(evs)-1].name != "end" {
