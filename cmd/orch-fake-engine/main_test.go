@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -64,22 +65,54 @@ func TestRunUsage(t *testing.T) {
 func TestRunServes(t *testing.T) {
 	pr, pw := io.Pipe()
 	stop := make(chan os.Signal, 1)
-	done := make(chan int, 1)
-	var stderr bytes.Buffer
+	ended := make(chan struct{}) // closed when run has returned
+	var code int
+	var stderr syncBuffer // read while run may still write
 	go func() {
-		done <- run([]string{"--engine", "llamacpp", "--listen", "127.0.0.1:0", "--slots", "3", "--ctx", "512",
+		defer close(ended)
+		code = run([]string{"--engine", "llamacpp", "--listen", "127.0.0.1:0", "--slots", "3", "--ctx", "512",
 			"--tokens", "2", "--ttft-ms", "1", "--itl-ms", "1", "--model", "m.gguf", "--engine-version", "b1-abc"}, pw, &stderr, stop)
 		pw.Close()
 	}()
-	line, err := bufio.NewReader(pr).ReadString('\n')
-	if err != nil {
-		t.Fatalf("read stdout: %v (stderr %s)", err, stderr.String())
+	stopped := false
+	// On every way out: stop run (a write to stdout nobody reads fails once
+	// pr is closed) and wait for it, bounded.
+	t.Cleanup(func() {
+		if !stopped {
+			stop <- syscall.SIGTERM
+		}
+		pr.Close()
+		select {
+		case <-ended:
+		case <-time.After(10 * time.Second):
+			t.Error("run did not return within 10s of SIGTERM")
+		}
+	})
+	br := bufio.NewReader(pr)
+	type lineRes struct {
+		line string
+		err  error
+	}
+	first := make(chan lineRes, 1)
+	go func() {
+		line, err := br.ReadString('\n')
+		first <- lineRes{line, err}
+	}()
+	var line string
+	select {
+	case r := <-first:
+		if r.err != nil {
+			t.Fatalf("read stdout: %v (stderr %s)", r.err, stderr.String())
+		}
+		line = r.line
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no line on stdout within 10s (stderr %s)", stderr.String())
 	}
 	const prefix = "orch-fake-engine: llamacpp listening on http://"
 	if !strings.HasPrefix(line, prefix) {
 		t.Fatalf("stdout %q", line)
 	}
-	go io.Copy(io.Discard, pr)
+	go io.Copy(io.Discard, br) //nolint:errcheck // ends when either pipe end closes
 	addr := strings.TrimSpace(strings.TrimPrefix(line, prefix))
 
 	props := get(t, addr, "/props")
@@ -95,8 +128,9 @@ func TestRunServes(t *testing.T) {
 	}
 
 	stop <- syscall.SIGTERM
+	stopped = true
 	select {
-	case code := <-done:
+	case <-ended:
 		if code != 0 {
 			t.Errorf("exit %d, stderr %s", code, stderr.String())
 		}
@@ -106,14 +140,18 @@ func TestRunServes(t *testing.T) {
 }
 
 // get sends a request with Connection: close and returns the raw body
-// (POST with a streaming body for /completion).
+// (POST with a streaming body for /completion). Dial and exchange are
+// bounded, so a fake that stops answering fails the test.
 func get(t *testing.T, addr, path string) string {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	if path == "/completion" {
 		body := `{"prompt":"Hello","n_predict":8,"stream":true}`
 		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", path, len(body), body)
@@ -122,8 +160,26 @@ func get(t *testing.T, addr, path string) string {
 	}
 	b, err := io.ReadAll(c)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("GET %s: %v (read so far: %q)", path, err, b)
 	}
 	_, body, _ := strings.Cut(string(b), "\r\n\r\n")
 	return body
+}
+
+// syncBuffer is a bytes.Buffer safe to read while run writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

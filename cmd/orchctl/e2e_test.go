@@ -140,7 +140,11 @@ func TestE2EAgainstGateway(t *testing.T) {
 				}
 				if time.Now().After(deadline) {
 					wcancel()
-					<-done
+					select {
+					case <-done:
+					case <-time.After(10 * time.Second):
+						t.Errorf("watch did not end within 10s after its context was canceled")
+					}
 					t.Fatalf("watch never printed %s (%v)\nstdout:\n%s\nstderr:\n%s", what, re, out.String(), errb.String())
 				}
 			}

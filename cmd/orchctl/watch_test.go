@@ -52,6 +52,19 @@ func watchUntil(t *testing.T, f *fakeOrchd, args []string, want string) (int, st
 	}
 }
 
+// waitRun waits (at most 10 s) for a canceled watcher's run to return nil.
+func waitRun(t *testing.T, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("watcher.run did not return within 10s after its context was canceled")
+	}
+}
+
 func TestWatchReconnects(t *testing.T) {
 	f := newFakeOrchd(t)
 	f.events = func(w http.ResponseWriter, r *http.Request, n int) {
@@ -143,9 +156,7 @@ func TestWatchBackoff(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("run: %v", err)
-	}
+	waitRun(t, done)
 	waits := regexp.MustCompile(`reconnecting in (\S+)\n`).FindAllStringSubmatch(errb.String(), -1)
 	var got []string
 	for _, m := range waits {
@@ -187,9 +198,7 @@ func TestWatchIdle(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("run: %v", err)
-	}
+	waitRun(t, done)
 	checkOutput(t, "stdout", out.String(), []string{"deadline 30s\n", `model m2 failed: replica r0 reports model "m1", not "m2"` + "\n"}, nil)
 	checkOutput(t, "stderr", errb.String(), []string{"lost: no data (not even a keep-alive) for too long; reconnecting"}, nil)
 	if n := f.eventConns(); n < 2 {

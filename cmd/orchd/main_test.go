@@ -1,8 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -28,10 +28,28 @@ func writeFile(t *testing.T, body string) string {
 	return p
 }
 
-func runCLI(args ...string) (int, string, string) {
-	var out, errb bytes.Buffer
-	code := run(args, &out, &errb)
-	return code, out.String(), errb.String()
+// runCLI runs orchd's run in-process and returns exit code, stdout and
+// stderr. Every use here must return by itself (validate, schema, refused
+// flags or config); one that starts serving instead fails after 30 s.
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	type result struct {
+		code        int
+		out, errOut string
+	}
+	done := make(chan result, 1)
+	go func() {
+		var out, errb bytes.Buffer
+		code := run(args, &out, &errb)
+		done <- result{code, out.String(), errb.String()}
+	}()
+	select {
+	case r := <-done:
+		return r.code, r.out, r.errOut
+	case <-time.After(30 * time.Second):
+		t.Fatalf("orchd %q did not return within 30s", args)
+		return 0, "", ""
+	}
 }
 
 // TestValidateListsEveryProblem: `orchd validate` names unknown fields and
@@ -48,7 +66,7 @@ pools:
     replicas:
       - { id: r0, url: "http://127.0.0.1:9001", slotz: 2 }
 `)
-	code, _, stderr := runCLI("validate", "--config", p)
+	code, _, stderr := runCLI(t, "validate", "--config", p)
 	if code == 0 {
 		t.Fatalf("exit 0 for a bad file; stderr:\n%s", stderr)
 	}
@@ -65,21 +83,21 @@ auth: { keys: [ { key: sk-x, tenant: a, roles: [data] } ] }
 pools:
   - { id: p, engine: llamacpp, model: m, replicas: [ { id: r0, url: "http://127.0.0.1:9001" } ] }
 `)
-	code, stdout, stderr := runCLI("validate", "--config", p)
+	code, stdout, stderr := runCLI(t, "validate", "--config", p)
 	if code != 0 || !strings.Contains(stdout, "ok") {
 		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
-	if code, _, _ := runCLI("validate"); code != 2 {
+	if code, _, _ := runCLI(t, "validate"); code != 2 {
 		t.Fatalf("validate without --config: exit %d, want 2", code)
 	}
-	if code, _, _ := runCLI("validate", "--config", filepath.Join(t.TempDir(), "missing.yaml")); code != 1 {
+	if code, _, _ := runCLI(t, "validate", "--config", filepath.Join(t.TempDir(), "missing.yaml")); code != 1 {
 		t.Fatalf("missing file: exit %d, want 1", code)
 	}
 }
 
 // TestSchema: `orchd schema` prints a JSON Schema documenting the keys.
 func TestSchema(t *testing.T) {
-	code, stdout, stderr := runCLI("schema")
+	code, stdout, stderr := runCLI(t, "schema")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -95,27 +113,34 @@ func TestSchema(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
-	if code, _, _ := runCLI("--nope"); code != 2 {
+	if code, _, _ := runCLI(t, "--nope"); code != 2 {
 		t.Fatalf("unknown flag: exit %d", code)
 	}
-	if code, _, _ := runCLI("--listen", "nohostport"); code != 2 {
+	if code, _, _ := runCLI(t, "--listen", "nohostport"); code != 2 {
 		t.Fatalf("bad --listen: exit %d", code)
 	}
-	if code, _, _ := runCLI("--config", writeFile(t, "pools: []\n")); code != 1 {
+	if code, _, _ := runCLI(t, "--config", writeFile(t, "pools: []\n")); code != 1 {
 		t.Fatalf("invalid config: exit %d", code)
 	}
 }
 
 // TestServeAndSIGTERM builds orchd, runs it with --config and --listen in
 // front of two fakes, streams a task and stops it with SIGTERM: exit 0.
+// Every wait is bounded: the build, the process (killed when its context
+// ends), each HTTP exchange and each poll.
 func TestServeAndSIGTERM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
 	bin := filepath.Join(t.TempDir(), "orchd")
-	build := exec.Command("go", "build", "-o", bin, ".")
+	// A cold build cache on 2 loaded cores took ~150 s: the build gets more
+	// than the run.
+	buildCtx, buildCancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer buildCancel()
+	build := exec.CommandContext(buildCtx, "go", "build", "-o", bin, ".")
+	build.WaitDelay = 5 * time.Second
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		t.Fatalf("go build: %v (context: %v)\n%s", err, buildCtx.Err(), out)
 	}
 	var urls []string
 	for i := 0; i < 2; i++ {
@@ -147,52 +172,82 @@ pools:
 	addr := ln.Addr().String()
 	ln.Close()
 
-	cmd := exec.Command(bin, "--config", cfg, "--listen", addr)
-	var stderr syncBuffer // read while orchd runs
-	cmd.Stderr = &stderr
-	stdout, _ := cmd.StdoutPipe()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--config", cfg, "--listen", addr)
+	cmd.WaitDelay = 5 * time.Second
+	var stdout, stderr syncBuffer // read while orchd runs
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill() //nolint:errcheck
-	line, _ := bufio.NewReader(stdout).ReadString('\n')
-	if !strings.Contains(line, addr) {
+	exited := make(chan struct{}) // closed when Wait has returned
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	// On every way out: orchd is gone before the test returns.
+	defer func() {
+		_ = cmd.Process.Kill() // ErrProcessDone once it exited
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			t.Error("orchd still running 10s after SIGKILL")
+		}
+	}()
+	// waitFor polls cond every 20 ms for up to d; false if orchd exited or
+	// the time ran out first.
+	waitFor := func(d time.Duration, cond func() bool) bool {
+		for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+			if cond() {
+				return true
+			}
+			select {
+			case <-exited:
+				return cond()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		return cond()
+	}
+	if !waitFor(30*time.Second, func() bool { return strings.Contains(stdout.String(), "\n") }) {
+		t.Fatalf("no line on stdout within 30s (exited: %v)\nstdout: %q\nstderr:\n%s", exitedErr(exited, &waitErr), stdout.String(), stderr.String())
+	}
+	if line, _, _ := strings.Cut(stdout.String(), "\n"); !strings.Contains(line, addr) {
 		t.Fatalf("first line %q does not name %s", line, addr)
 	}
+	client := &http.Client{Timeout: 15 * time.Second}
 	base := "http://" + addr
-	ready := false
-	for i := 0; i < 300 && !ready; i++ {
-		if res, err := http.Get(base + "/readyz"); err == nil {
-			ready = res.StatusCode == 200
-			res.Body.Close()
+	ready := waitFor(30*time.Second, func() bool {
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/readyz", nil)
+		res, err := client.Do(req)
+		if err != nil {
+			return false
 		}
-		if !ready {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+		res.Body.Close()
+		return res.StatusCode == 200
+	})
 	if !ready {
-		t.Fatalf("orchd never ready; stderr:\n%s", stderr.String())
+		t.Fatalf("orchd never ready (exited: %v); stderr:\n%s", exitedErr(exited, &waitErr), stderr.String())
 	}
 	body := `{"task_id":"0b8a8f4e-4c44-4a39-9d2e-3c0f5b9b1a01","session_id":"0b8a8f4e-4c44-4a39-9d2e-3c0f5b9b1a02","model_ref":"m","engine":"llamacpp","prompt":"Hi","max_tokens":16}`
-	req, _ := http.NewRequest("POST", base+"/v1/tasks", strings.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/tasks", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer sk-x")
 	req.Header.Set("Accept", "text/event-stream")
-	res, err := http.DefaultClient.Do(req)
+	res, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var all bytes.Buffer
-	all.ReadFrom(res.Body) //nolint:errcheck
+	_, readErr := all.ReadFrom(res.Body) // bounded by client.Timeout
 	res.Body.Close()
 	if n := strings.Count(all.String(), "event: token"); n != 16 || !strings.Contains(all.String(), "event: end") {
-		t.Fatalf("stream had %d tokens:\n%s", n, all.String())
+		t.Fatalf("stream had %d tokens (read error %v):\n%s", n, readErr, all.String())
 	}
 	// SIGHUP re-reads --config (the --listen override stands): a new
 	// control key works once applied; an invalid file changes nothing.
 	code := func(key string) int {
-		req, _ := http.NewRequest("GET", base+"/v1/replicasets", nil)
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/replicasets", nil)
 		req.Header.Set("Authorization", "Bearer "+key)
-		res, err := http.DefaultClient.Do(req)
+		res, err := client.Do(req)
 		if err != nil {
 			return 0
 		}
@@ -211,9 +266,7 @@ pools:
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 250 && code("sk-y") != 200; i++ {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(10*time.Second, func() bool { return code("sk-y") == 200 })
 	if c := code("sk-y"); c != 200 {
 		t.Fatalf("new key after SIGHUP: %d", c)
 	}
@@ -225,30 +278,37 @@ pools:
 	}
 	// Wait for orchd to refuse the file before SIGTERM, which it might
 	// otherwise take first.
-	for i := 0; i < 250 && !strings.Contains(stderr.String(), `SIGHUP: config not applied`); i++ {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(10*time.Second, func() bool { return strings.Contains(stderr.String(), `SIGHUP: config not applied`) })
 	if c := code("sk-y"); c != 200 {
 		t.Fatalf("an invalid file changed the running config: %d", c)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("orchd exit: %v\nstderr:\n%s", err, stderr.String())
+	case <-exited:
+		if waitErr != nil {
+			t.Fatalf("orchd exit: %v (context: %v)\nstderr:\n%s", waitErr, ctx.Err(), stderr.String())
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("orchd did not exit after SIGTERM")
+		t.Fatalf("orchd did not exit within 30s of SIGTERM; stderr:\n%s", stderr.String())
 	}
 	if !strings.Contains(stderr.String(), `SIGHUP: config reloaded`) || !strings.Contains(stderr.String(), `SIGHUP: config not applied`) {
 		t.Fatalf("no SIGHUP logs:\n%s", stderr.String())
 	}
 	if !strings.Contains(stderr.String(), `"msg":"orchd stopped"`) {
 		t.Fatalf("no stop log:\n%s", stderr.String())
+	}
+}
+
+// exitedErr describes whether the process Wait watches has ended: its Wait
+// error, or "no" while it runs.
+func exitedErr(exited <-chan struct{}, waitErr *error) string {
+	select {
+	case <-exited:
+		return fmt.Sprintf("yes, %v", *waitErr)
+	default:
+		return "no"
 	}
 }
 

@@ -42,17 +42,23 @@ func push(t testing.TB, q *Queue[int], m Meta, v int) *Entry[int] {
 // at is a Meta of priority p for tenant tn.
 func at(p Priority, tn string) Meta { return Meta{Prio: p, Tenant: tn} }
 
-// drain pops everything and returns the values in dispatch order.
+// drain pops everything and returns the values in dispatch order. It stops
+// after maxDrain pops so a Pop that never reports empty fails the caller's
+// comparison instead of hanging the test.
 func drain(q *Queue[int]) []int {
 	var got []int
-	for {
+	for range maxDrain {
 		e, ok := q.Pop()
 		if !ok {
 			return got
 		}
 		got = append(got, e.Value)
 	}
+	return got
 }
+
+// maxDrain bounds drain: far more entries than any test queues.
+const maxDrain = 1 << 20
 
 func equalInts(a, b []int) bool {
 	if len(a) != len(b) {
@@ -1178,10 +1184,17 @@ func TestConcurrent(t *testing.T) {
 		prodWG sync.WaitGroup
 		consWG sync.WaitGroup
 	)
+	// Both retry loops give up at the deadline, so a queue that stays full
+	// or never hands out an entry fails the test instead of hanging it.
+	deadline := time.Now().Add(30 * time.Second)
 	tenants := []string{"a", "b", "c"}
 	for p := range producers {
 		prodWG.Go(func() {
 			for i := 0; i < perProd; {
+				if time.Now().After(deadline) {
+					t.Errorf("producer %d: pushed %d of %d before the deadline (queue Len %d)", p, i, perProd, q.Len())
+					return
+				}
 				v := p*perProd + i
 				m := Meta{Prio: Priority(v % 2), Tenant: tenants[v%3], Weight: float64(1 + v%3)}
 				e, _, _, err := q.Push(m, v)
@@ -1206,6 +1219,10 @@ func TestConcurrent(t *testing.T) {
 	for range 4 {
 		consWG.Go(func() {
 			for {
+				if time.Now().After(deadline) {
+					t.Errorf("consumer: still running at the deadline (queue Len %d)", q.Len())
+					return
+				}
 				e, ok := q.Pop()
 				if !ok {
 					select {

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -242,18 +243,29 @@ func TestVerifyStall(t *testing.T) {
 func TestVerifyInterleaved(t *testing.T) {
 	oldBytes, newBytes := []byte("old weights"), []byte("new weights")
 	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
 	firstIn := make(chan struct{})
 	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if calls.Add(1) == 1 {
 			close(firstIn)
-			<-release
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
 			w.Write(oldBytes)
 			return
 		}
 		w.Write(newBytes)
 	}))
+	// LIFO: the held handler is released before Close waits for it, on
+	// every path out of the test; the timer bounds a run that never gets
+	// to release it.
 	defer srv.Close()
+	defer unblock()
+	defer time.AfterFunc(10*time.Second, unblock).Stop()
 	c := mustOpen(t, Options{Path: catalogPath(t)})
 	if _, err := c.Register(Registration{ID: "m", Ref: srv.URL + "/m", Digest: digestOf(newBytes)}); err != nil {
 		t.Fatal(err)
@@ -267,13 +279,24 @@ func TestVerifyInterleaved(t *testing.T) {
 		_, v, err := c.Verify(context.Background(), "m")
 		first <- res{v, err}
 	}()
-	<-firstIn
+	select {
+	case <-firstIn:
+	case r := <-first:
+		t.Fatalf("first Verify ended before fetching: %+v, %v", r.v, r.err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("first Verify never fetched the artifact")
+	}
 	_, second, err := c.Verify(t.Context(), "m")
 	if err != nil || second.Result != "pass" {
 		t.Fatalf("second Verify = %+v, %v", second, err)
 	}
-	close(release)
-	r := <-first
+	unblock()
+	var r res
+	select {
+	case r = <-first:
+	case <-time.After(10 * time.Second):
+		t.Fatal("first Verify did not return after the artifact was released")
+	}
 	if r.err != nil || r.v.Result != "fail" || r.v.Reason != ReasonDigestMismatch {
 		t.Fatalf("first Verify = %+v, %v", r.v, r.err)
 	}
