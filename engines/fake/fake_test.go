@@ -427,6 +427,7 @@ func TestDeferredQueue(t *testing.T) {
 		wg    sync.WaitGroup
 	)
 	results := make([]*streamResult, 3)
+	errs := make([]error, 3)
 	for i := 1; i <= 2; i++ {
 		cl := dial(t, s)
 		cl.send("POST", "/completion", fmt.Sprintf(`{"prompt":"req %d","n_predict":3,"stream":true}`, i))
@@ -434,7 +435,11 @@ func TestDeferredQueue(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := cl.readHead()
+			r, err := cl.tryReadHead()
+			if err != nil {
+				errs[i] = err
+				return
+			}
 			mu.Lock()
 			order = append(order, i)
 			mu.Unlock()
@@ -451,7 +456,17 @@ func TestDeferredQueue(t *testing.T) {
 		t.Errorf("InFlight %d", s.InFlight())
 	}
 	long.c.Close()
-	wg.Wait()
+	served := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(served)
+	}()
+	faketest.Recv(t, served, "the deferred requests to be served")
+	for i := 1; i <= 2; i++ {
+		if errs[i] != nil {
+			t.Errorf("request %d: %v", i, errs[i])
+		}
+	}
 	if fmt.Sprint(order) != "[1 2]" {
 		t.Errorf("served in order %v, want [1 2]", order)
 	}

@@ -95,12 +95,22 @@ type response struct {
 
 func (cl *client) readHead() *response {
 	cl.t.Helper()
+	r, err := cl.tryReadHead()
+	if err != nil {
+		cl.t.Fatal(err)
+	}
+	return r
+}
+
+// tryReadHead is readHead for another goroutine than the test's: it
+// returns the error.
+func (cl *client) tryReadHead() (*response, error) {
 	r := &response{hdr: map[string]string{}}
 	var head strings.Builder
 	for {
 		line, err := cl.br.ReadString('\n')
 		if err != nil {
-			cl.t.Fatalf("read head: %v (so far %q)", err, head.String())
+			return nil, fmt.Errorf("read head: %v (so far %q)", err, head.String())
 		}
 		head.WriteString(line)
 		line = strings.TrimRight(line, "\r\n")
@@ -110,7 +120,7 @@ func (cl *client) readHead() *response {
 		if r.status == 0 {
 			f := strings.Fields(line)
 			if len(f) < 2 {
-				cl.t.Fatalf("bad status line %q", line)
+				return nil, fmt.Errorf("bad status line %q", line)
 			}
 			r.status, _ = strconv.Atoi(f[1])
 			continue
@@ -120,7 +130,7 @@ func (cl *client) readHead() *response {
 		r.hdr[k] = v
 	}
 	r.head = head.String()
-	return r
+	return r, nil
 }
 
 // body reads a Content-Length body.

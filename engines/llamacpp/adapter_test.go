@@ -86,7 +86,7 @@ func TestStreamFixtures(t *testing.T) {
 		a := newAdapter(t, srv.URL(), Options{})
 		wantToks, wantRes := expectedStream(t, tc.body)
 		sink := &enginetest.RecSink{}
-		res, err := a.Stream(context.Background(), testReq, sink)
+		res, err := a.Stream(enginetest.Ctx(t), testReq, sink)
 		enginetest.CheckStream(t, tc.name, sink, res, err, wantToks, wantRes)
 		if wantRes.FinishReason != "length" || wantRes.TokensOut != 8 || wantRes.Slot < 0 {
 			t.Fatalf("%s: unexpected oracle %+v", tc.name, wantRes)
@@ -113,10 +113,10 @@ func TestStreamRequest(t *testing.T) {
 	a := newAdapter(t, srv.URL(), Options{})
 	prompt := "quote\" back\\ nl\n tab\t ctrl\x01\x1f del\x7f é 😀 \u2028 </script>"
 	req := &engines.Request{Prompt: prompt, MaxTokens: 16, Seed: -7, CachePrompt: false}
-	if _, err := a.Stream(context.Background(), req, &enginetest.RecSink{}); err != nil {
+	if _, err := a.Stream(enginetest.Ctx(t), req, &enginetest.RecSink{}); err != nil {
 		t.Fatal(err)
 	}
-	g := <-ch
+	g := enginetest.Recv(t, ch, "the request the engine read")
 	if g.line != "POST /completion HTTP/1.1" || g.host != srv.Addr() || g.ctype != "application/json" || g.accept != "text/event-stream" {
 		t.Fatalf("request head: %+v", g)
 	}
@@ -186,7 +186,7 @@ func TestStreamErrors(t *testing.T) {
 		srv := enginetest.NewServer(t, enginetest.ServeOnce(tc.resp))
 		a := newAdapter(t, srv.URL(), Options{})
 		sink := &enginetest.RecSink{}
-		_, err := a.Stream(context.Background(), testReq, sink)
+		_, err := a.Stream(enginetest.Ctx(t), testReq, sink)
 		e, ok := engines.AsError(err)
 		if !ok {
 			t.Fatalf("%s: error %v (%T), want *engines.Error", tc.name, err, err)
@@ -205,7 +205,7 @@ func TestStreamMidstreamFixtureTokens(t *testing.T) {
 	srv := enginetest.NewServer(t, enginetest.ServeOnce(fixtureStream(t, "error_midstream_completion")))
 	a := newAdapter(t, srv.URL(), Options{})
 	sink := &enginetest.RecSink{}
-	_, err := a.Stream(context.Background(), testReq, sink)
+	_, err := a.Stream(enginetest.Ctx(t), testReq, sink)
 	if e, ok := engines.AsError(err); !ok || e.Retriable() {
 		t.Fatalf("err %v: want a non-retriable *engines.Error", err)
 	}
@@ -217,7 +217,7 @@ func TestStreamMidstreamFixtureTokens(t *testing.T) {
 func TestStreamConnectRefused(t *testing.T) {
 	enginetest.LeakCheck(t)
 	a := newAdapter(t, enginetest.RefusedURL(t), Options{})
-	_, err := a.Stream(context.Background(), testReq, &enginetest.RecSink{})
+	_, err := a.Stream(enginetest.Ctx(t), testReq, &enginetest.RecSink{})
 	if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindUnavailable || !e.Retriable() {
 		t.Fatalf("err %v, want KindUnavailable", err)
 	}
@@ -237,7 +237,7 @@ func TestStreamSplitEveryByte(t *testing.T) {
 	for k := 1; k < len(resp); k++ {
 		cut.Store(int32(k))
 		sink := &enginetest.RecSink{}
-		res, err := a.Stream(context.Background(), testReq, sink)
+		res, err := a.Stream(enginetest.Ctx(t), testReq, sink)
 		enginetest.CheckStream(t, "cut at "+strconv.Itoa(k), sink, res, err, wantToks, wantRes)
 	}
 	// The same over loopback TCP, every request on one keep-alive connection.
@@ -259,7 +259,7 @@ func TestStreamSplitEveryByte(t *testing.T) {
 	for k := 1; k < len(resp); k++ {
 		cut.Store(int32(k))
 		sink := &enginetest.RecSink{}
-		res, err := tcp.Stream(context.Background(), testReq, sink)
+		res, err := tcp.Stream(enginetest.Ctx(t), testReq, sink)
 		enginetest.CheckStream(t, "tcp cut at "+strconv.Itoa(k), sink, res, err, wantToks, wantRes)
 	}
 	if n := srv.Accepts(); n != 1 {
@@ -272,7 +272,7 @@ func TestStreamSplitEveryByte(t *testing.T) {
 	}
 	b, _ := newPipeAdapter(t, 0, enginetest.WriteParts(parts...))
 	sink := &enginetest.RecSink{}
-	res, err := b.Stream(context.Background(), testReq, sink)
+	res, err := b.Stream(enginetest.Ctx(t), testReq, sink)
 	enginetest.CheckStream(t, "byte by byte", sink, res, err, wantToks, wantRes)
 }
 
@@ -298,7 +298,7 @@ func TestStreamFlushPerBatch(t *testing.T) {
 	} {
 		a, _ := newPipeAdapter(t, 0, enginetest.WriteParts(tc.parts...))
 		sink := &enginetest.RecSink{}
-		if _, err := a.Stream(context.Background(), testReq, sink); err != nil {
+		if _, err := a.Stream(enginetest.Ctx(t), testReq, sink); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
 		if got := sink.Log(); got != tc.log {
@@ -334,7 +334,7 @@ func TestStreamUTF8(t *testing.T) {
 		srv := enginetest.NewServer(t, enginetest.ServeAlways(sseResponse(evs...)))
 		a := newAdapter(t, srv.URL(), Options{})
 		sink := &enginetest.RecSink{}
-		if _, err := a.Stream(context.Background(), testReq, sink); err != nil {
+		if _, err := a.Stream(enginetest.Ctx(t), testReq, sink); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
 		if got := sink.Tokens(); !reflect.DeepEqual(got, tc.want) {
@@ -353,7 +353,7 @@ func TestStreamFinishReason(t *testing.T) {
 	} {
 		srv := enginetest.NewServer(t, enginetest.ServeAlways(sseResponse(tokenEvent("a", 1), finalEvent(1, tc.stopType))))
 		a := newAdapter(t, srv.URL(), Options{})
-		res, err := a.Stream(context.Background(), testReq, &enginetest.RecSink{})
+		res, err := a.Stream(enginetest.Ctx(t), testReq, &enginetest.RecSink{})
 		want := engines.Result{TokensOut: 1, TokensIn: 2, DecodeMs: 13, FinishReason: tc.want, Slot: 1}
 		if err != nil || res != want {
 			t.Fatalf("stop_type %s: %+v %v, want %+v", tc.stopType, res, err, want)
@@ -402,7 +402,7 @@ func TestStreamHeaderTimeout(t *testing.T) {
 		}
 	})
 	a := newAdapter(t, srv.URL(), Options{HeaderTimeout: 20 * time.Millisecond})
-	_, err := a.Stream(context.Background(), testReq, &enginetest.RecSink{})
+	_, err := a.Stream(enginetest.Ctx(t), testReq, &enginetest.RecSink{})
 	var ne net.Error
 	if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindUpstream || !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("err %v, want KindUpstream wrapping a timeout", err)
@@ -433,7 +433,7 @@ func TestStreamKeepAlive(t *testing.T) {
 		srv := enginetest.NewServer(t, enginetest.ServeAlways(tc.resp))
 		a := newAdapter(t, srv.URL(), Options{})
 		for i := range 2 {
-			_, err := a.Stream(context.Background(), testReq, &enginetest.RecSink{})
+			_, err := a.Stream(enginetest.Ctx(t), testReq, &enginetest.RecSink{})
 			if tc.name == "error body" {
 				if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindInvalidRequest {
 					t.Fatalf("%s: err %v", tc.name, err)
@@ -475,7 +475,7 @@ func TestStreamRedial(t *testing.T) {
 	})
 	a := newAdapter(t, srv.URL(), Options{})
 	for i := range 2 {
-		if _, err := a.Stream(context.Background(), testReq, &enginetest.RecSink{}); err != nil {
+		if _, err := a.Stream(enginetest.Ctx(t), testReq, &enginetest.RecSink{}); err != nil {
 			t.Fatalf("stream %d: %v", i, err)
 		}
 		enginetest.Wait(t, closed, "the engine's close")
@@ -489,7 +489,7 @@ func TestStreamRedial(t *testing.T) {
 	}
 	// The engine goes away: the dead pooled conn is redialed once, refused.
 	srv.Close()
-	_, err := a.Stream(context.Background(), testReq, &enginetest.RecSink{})
+	_, err := a.Stream(enginetest.Ctx(t), testReq, &enginetest.RecSink{})
 	if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindUnavailable {
 		t.Fatalf("err %v, want KindUnavailable", err)
 	}
@@ -501,7 +501,7 @@ func TestStreamNoRedialFresh(t *testing.T) {
 	enginetest.LeakCheck(t)
 	srv := enginetest.NewServer(t, func(c *enginetest.Conn) { _, _, _ = c.ReadRequest() })
 	a := newAdapter(t, srv.URL(), Options{})
-	_, err := a.Stream(context.Background(), testReq, &enginetest.RecSink{})
+	_, err := a.Stream(enginetest.Ctx(t), testReq, &enginetest.RecSink{})
 	if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindUpstream {
 		t.Fatalf("err %v, want KindUpstream", err)
 	}
@@ -587,7 +587,7 @@ func TestEraseSlot(t *testing.T) {
 	if err := a.EraseSlot(context.Background(), 1); err != nil {
 		t.Fatal(err)
 	}
-	if got := <-reqs; got != "POST /slots/1?action=erase {}" {
+	if got := enginetest.Recv(t, reqs, "the erase request"); got != "POST /slots/1?action=erase {}" {
 		t.Fatalf("request %q", got)
 	}
 	err := a.EraseSlot(context.Background(), 9)
@@ -610,10 +610,14 @@ func TestCallCanceled(t *testing.T) {
 		}
 	})
 	a := newAdapter(t, srv.URL(), Options{})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(enginetest.Ctx(t))
+	defer cancel()
 	go func() {
-		<-gotReq
-		cancel()
+		select {
+		case <-gotReq:
+			cancel()
+		case <-ctx.Done(): // Health returned without the engine reading the request
+		}
 	}()
 	if err := a.Health(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v, want context.Canceled", err)

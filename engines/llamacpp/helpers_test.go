@@ -115,7 +115,7 @@ func newPipeAdapter(t *testing.T, idle int, script func(c *enginetest.Conn)) (*A
 	}
 	t.Cleanup(func() {
 		_ = a.Close()
-		pd.Wait()
+		pd.Wait(t)
 	})
 	return a, pd
 }

@@ -112,7 +112,7 @@ func TestStreamFrames(t *testing.T) {
 		srv := enginetest.NewServer(t, enginetest.ServeAlways(sseResponse(tc.evs...)))
 		a := newAdapter(t, srv.URL(), Options{})
 		sink := &enginetest.RecSink{}
-		res, err := a.Stream(context.Background(), tc.req, sink)
+		res, err := a.Stream(enginetest.Ctx(t), tc.req, sink)
 		enginetest.CheckStream(t, tc.name, sink, res, err, tc.toks, tc.res)
 		srv.Close()
 	}
@@ -152,10 +152,10 @@ func TestStreamRequest(t *testing.T) {
 		{&engines.Request{Prompt: "p", Seed: 0},
 			map[string]any{"do_sample": false, "seed": json.Number("0"), "details": true}},
 	} {
-		if _, err := a.Stream(context.Background(), tc.req, &enginetest.RecSink{}); err != nil {
+		if _, err := a.Stream(enginetest.Ctx(t), tc.req, &enginetest.RecSink{}); err != nil {
 			t.Fatal(err)
 		}
-		g := <-ch
+		g := enginetest.Recv(t, ch, "the request the engine read")
 		if g.line != "POST /tgi/generate_stream HTTP/1.1" || g.host != srv.Addr() || g.ctype != "application/json" || g.accept != "text/event-stream" {
 			t.Fatalf("request head: %+v", g)
 		}
@@ -234,7 +234,7 @@ func TestStreamErrors(t *testing.T) {
 		srv := enginetest.NewServer(t, enginetest.ServeOnce(tc.resp))
 		a := newAdapter(t, srv.URL(), Options{})
 		sink := &enginetest.RecSink{}
-		_, err := a.Stream(context.Background(), testReq, sink)
+		_, err := a.Stream(enginetest.Ctx(t), testReq, sink)
 		e, ok := engines.AsError(err)
 		if !ok {
 			t.Fatalf("%s: error %v (%T), want *engines.Error", tc.name, err, err)
@@ -265,7 +265,7 @@ func TestStreamReuse(t *testing.T) {
 		srv := enginetest.NewServer(t, enginetest.ServeAlways(tc.resp))
 		a := newAdapter(t, srv.URL(), Options{})
 		for range 2 {
-			_, _ = a.Stream(context.Background(), testReq, &enginetest.RecSink{})
+			_, _ = a.Stream(enginetest.Ctx(t), testReq, &enginetest.RecSink{})
 		}
 		if got := srv.Accepts(); got != tc.accepts {
 			t.Fatalf("%s: %d connections, want %d", tc.name, got, tc.accepts)
@@ -301,7 +301,7 @@ func TestStreamFlushPerBatch(t *testing.T) {
 	} {
 		a := newPipeAdapter(t, enginetest.WriteParts(tc.parts...))
 		sink := &enginetest.RecSink{}
-		if _, err := a.Stream(context.Background(), testReq, sink); err != nil {
+		if _, err := a.Stream(enginetest.Ctx(t), testReq, sink); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
 		if got := sink.Log(); got != tc.log {
@@ -342,7 +342,7 @@ func TestHealth(t *testing.T) {
 	}, func(url string) func(context.Context) error { return newAdapter(t, url, Options{}).Health })
 	// Nothing listening (TGI while it loads): a retriable stream error too.
 	a := newAdapter(t, enginetest.RefusedURL(t), Options{})
-	if _, err := a.Stream(context.Background(), testReq, &enginetest.RecSink{}); err == nil {
+	if _, err := a.Stream(enginetest.Ctx(t), testReq, &enginetest.RecSink{}); err == nil {
 		t.Fatal("stream to a refused port succeeded")
 	} else if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindUnavailable || !e.Retriable() {
 		t.Fatalf("stream refused: %v", err)

@@ -3,6 +3,7 @@ package tgi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -70,7 +71,7 @@ func TestFakeStream(t *testing.T) {
 		s := startFake(t, tc.o)
 		a := newAdapter(t, s.URL(), Options{})
 		sink := &enginetest.RecSink{}
-		res, err := a.Stream(context.Background(), &tc.req, sink)
+		res, err := a.Stream(enginetest.Ctx(t), &tc.req, sink)
 		enginetest.CheckStream(t, tc.name, sink, res, err, words(tc.req.Seed, prompt, tc.toks), tc.res)
 		if s.InFlight() != 0 {
 			t.Fatalf("%s: fake InFlight %d after the final frame", tc.name, s.InFlight())
@@ -85,7 +86,7 @@ func TestFakeSplitUTF8(t *testing.T) {
 	s := startFake(t, fake.Options{Fail: fake.FailSplitUTF8})
 	a := newAdapter(t, s.URL(), Options{})
 	sink := &enginetest.RecSink{}
-	res, err := a.Stream(context.Background(), &engines.Request{Prompt: "p", MaxTokens: 30, Seed: 3}, sink)
+	res, err := a.Stream(enginetest.Ctx(t), &engines.Request{Prompt: "p", MaxTokens: 30, Seed: 3}, sink)
 	if err != nil || res.TokensOut != 30 {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -128,7 +129,7 @@ func TestFakeFailModes(t *testing.T) {
 		s := startFake(t, fake.Options{Fail: tc.mode})
 		a := newAdapter(t, s.URL(), Options{})
 		sink := &enginetest.RecSink{}
-		_, err := a.Stream(context.Background(), req, sink)
+		_, err := a.Stream(enginetest.Ctx(t), req, sink)
 		if tc.kind == 0 {
 			if err != nil {
 				t.Fatalf("%s: %v", tc.mode, err)
@@ -157,7 +158,7 @@ func TestFakeStall(t *testing.T) {
 	enginetest.LeakCheck(t)
 	s := startFake(t, fake.Options{Fail: fake.FailStall})
 	a := newAdapter(t, s.URL(), Options{})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(enginetest.Ctx(t))
 	defer cancel()
 	sink := &enginetest.RecSink{OnToken: func(n int) {
 		if n == 2 {
@@ -175,7 +176,7 @@ func TestFakeCancelFreesSlot(t *testing.T) {
 	enginetest.LeakCheck(t)
 	s := startFake(t, fake.Options{ITL: time.Hour})
 	a := newAdapter(t, s.URL(), Options{})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(enginetest.Ctx(t))
 	defer cancel()
 	got := make(chan struct{})
 	sink := &enginetest.RecSink{OnToken: func(n int) {
@@ -193,7 +194,7 @@ func TestFakeCancelFreesSlot(t *testing.T) {
 		t.Fatalf("InFlight %d while generating", s.InFlight())
 	}
 	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
+	if err := enginetest.Recv(t, done, "the stream to end after cancel"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v", err)
 	}
 	enginetest.Eventually(t, "the slot to free", func() bool { return s.InFlight() == 0 })
@@ -204,26 +205,27 @@ func TestFakeLimits(t *testing.T) {
 	enginetest.LeakCheck(t)
 	s := startFake(t, fake.Options{Ctx: 32})
 	a := newAdapter(t, s.URL(), Options{})
-	_, err := a.Stream(context.Background(), &engines.Request{Prompt: "a b c", MaxTokens: 40, Seed: 1}, &enginetest.RecSink{})
+	_, err := a.Stream(enginetest.Ctx(t), &engines.Request{Prompt: "a b c", MaxTokens: 40, Seed: 1}, &enginetest.RecSink{})
 	if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindContextLength || e.Retriable() {
 		t.Fatalf("too long: %v", err)
 	}
 
 	o := startFake(t, fake.Options{Slots: 1, TTFT: time.Hour})
 	b := newAdapter(t, o.URL(), Options{})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(enginetest.Ctx(t))
+	defer cancel()
 	done := make(chan error, 1)
 	go func() {
 		_, err := b.Stream(ctx, &engines.Request{Prompt: "x", MaxTokens: 2, Seed: 1}, &enginetest.RecSink{})
 		done <- err
 	}()
 	enginetest.Eventually(t, "the first request to hold the slot", func() bool { return o.InFlight() == 1 })
-	_, err = b.Stream(context.Background(), &engines.Request{Prompt: "y", MaxTokens: 2, Seed: 1}, &enginetest.RecSink{})
+	_, err = b.Stream(enginetest.Ctx(t), &engines.Request{Prompt: "y", MaxTokens: 2, Seed: 1}, &enginetest.RecSink{})
 	if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindOverloaded || !e.Retriable() {
 		t.Fatalf("second request: %v, want KindOverloaded", err)
 	}
 	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
+	if err := enginetest.Recv(t, done, "the first request to end after cancel"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("first request: %v", err)
 	}
 	enginetest.Eventually(t, "the slot to free", func() bool { return o.InFlight() == 0 })
@@ -237,7 +239,7 @@ func TestFakeProbes(t *testing.T) {
 	if e, ok := engines.AsError(la.Health(context.Background())); !ok || e.Kind != engines.KindUnavailable {
 		t.Fatalf("loading Health: %v", e)
 	}
-	if _, err := la.Stream(context.Background(), testReq, &enginetest.RecSink{}); err == nil {
+	if _, err := la.Stream(enginetest.Ctx(t), testReq, &enginetest.RecSink{}); err == nil {
 		t.Fatal("stream while loading succeeded")
 	} else if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindUnavailable {
 		t.Fatalf("loading Stream: %v", err)
@@ -257,9 +259,10 @@ func TestFakeProbes(t *testing.T) {
 	if l, err := a.ScrapeLoad(context.Background()); err != nil || !reflect.DeepEqual(l, engines.Load{}) {
 		t.Fatalf("fresh ScrapeLoad %+v %v", l, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(enginetest.Ctx(t))
+	defer cancel()
 	const n = fake.DefaultSlots + 2
+	done := make(chan struct{}, n)
 	for range n {
 		go func() {
 			_, _ = a.Stream(ctx, &engines.Request{Prompt: "x", MaxTokens: 2, Seed: 1}, &enginetest.RecSink{})
@@ -272,8 +275,8 @@ func TestFakeProbes(t *testing.T) {
 		t.Fatalf("busy ScrapeLoad %+v %v", l2, err)
 	}
 	cancel()
-	for range n {
-		<-done
+	for i := range n {
+		enginetest.Wait(t, done, fmt.Sprintf("stream %d of %d to end after cancel", i+1, n))
 	}
 	enginetest.Eventually(t, "the fake to drain", func() bool { return s.InFlight() == 0 && s.Deferred() == 0 })
 

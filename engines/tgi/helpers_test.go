@@ -56,7 +56,7 @@ func newPipeAdapter(t *testing.T, script func(c *enginetest.Conn)) *Adapter {
 	}
 	t.Cleanup(func() {
 		_ = a.Close()
-		pd.Wait()
+		pd.Wait(t)
 	})
 	return a
 }

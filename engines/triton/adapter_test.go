@@ -44,7 +44,7 @@ func TestStreamFake(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sink := &enginetest.RecSink{}
-			res, err := a.Stream(context.Background(), request(tc.prompt, tc.n, tc.seed), sink)
+			res, err := a.Stream(enginetest.Ctx(t), request(tc.prompt, tc.n, tc.seed), sink)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -75,7 +75,7 @@ func TestStreamTokensCapIsStop(t *testing.T) {
 	s := startFake(t, fake.Options{Tokens: 3})
 	a := newAdapter(t, s.URL(), Options{})
 	sink := &enginetest.RecSink{}
-	res, err := a.Stream(context.Background(), request("hi", 10, 1), sink)
+	res, err := a.Stream(enginetest.Ctx(t), request("hi", 10, 1), sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestStreamSplitUTF8(t *testing.T) {
 	a := newAdapter(t, s.URL(), Options{})
 	const n = 30
 	sink := &enginetest.RecSink{}
-	res, err := a.Stream(context.Background(), request("p", n, 5), sink)
+	res, err := a.Stream(enginetest.Ctx(t), request("p", n, 5), sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestFailModes(t *testing.T) {
 		t.Run(tc.fail, func(t *testing.T) {
 			s := startFake(t, fake.Options{Fail: tc.fail})
 			a := newAdapter(t, s.URL(), Options{})
-			ctx := context.Background()
+			ctx := enginetest.Ctx(t)
 			if tc.ctxBudget > 0 {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, tc.ctxBudget)
@@ -191,7 +191,7 @@ func TestErrorsBeforeTheStream(t *testing.T) {
 			s := startFake(t, tc.o)
 			a := newAdapter(t, s.URL(), Options{Model: tc.model})
 			sink := &enginetest.RecSink{}
-			_, err := a.Stream(context.Background(), request(tc.prompt, 4, 1), sink)
+			_, err := a.Stream(enginetest.Ctx(t), request(tc.prompt, 4, 1), sink)
 			e := wantKind(t, err, tc.kind)
 			if e.Status != tc.status || !strings.Contains(e.Message, tc.msg) || len(sink.Tokens()) != 0 {
 				t.Errorf("error %+v, %d tokens", e, len(sink.Tokens()))
@@ -219,16 +219,16 @@ func TestCancel(t *testing.T) {
 			a := newAdapter(t, s.URL(), Options{})
 			if tc.name == "while queued" {
 				// Occupy the one slot.
-				hold, release := context.WithCancel(context.Background())
+				hold, release := context.WithCancel(enginetest.Ctx(t))
 				done := make(chan struct{})
 				go func() {
 					defer close(done)
 					_, _ = a.Stream(hold, request("holder", 4, 1), &enginetest.RecSink{})
 				}()
-				defer func() { release(); <-done }()
+				defer func() { release(); enginetest.Wait(t, done, "the holder's stream to end") }()
 				enginetest.Eventually(t, "slot held", func() bool { return s.InFlight() == 1 })
 			}
-			ctx, cancel := context.WithCancel(context.Background())
+			ctx, cancel := context.WithCancel(enginetest.Ctx(t))
 			defer cancel()
 			sink := &enginetest.RecSink{}
 			if tc.afterN > 0 {
@@ -238,9 +238,15 @@ func TestCancel(t *testing.T) {
 					}
 				}
 			} else {
+				want := 1 + btoi(tc.name == "while queued")
 				go func() {
-					enginetest.Eventually(t, "request at the engine", func() bool { return s.InFlight()+s.Deferred() >= 1+btoi(tc.name == "while queued") })
-					cancel()
+					// Cancels in any case; polls without t (t.Fatal is for
+					// the test's goroutine). Should the request never reach
+					// the engine, ctx expires and Stream's error says so.
+					defer cancel()
+					for s.InFlight()+s.Deferred() < want && ctx.Err() == nil {
+						time.Sleep(2 * time.Millisecond)
+					}
 				}()
 			}
 			_, err := a.Stream(ctx, request("x", 100, 1), sink)
@@ -343,7 +349,7 @@ func TestDocumentedFrames(t *testing.T) {
 			srv := newScripted(t, replay(sseHead(200)+tc.body))
 			a := newAdapter(t, srv.URL(), Options{})
 			sink := &enginetest.RecSink{}
-			res, err := a.Stream(context.Background(), request("p", tc.maxTokens, 1), sink)
+			res, err := a.Stream(enginetest.Ctx(t), request("p", tc.maxTokens, 1), sink)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -354,7 +360,7 @@ func TestDocumentedFrames(t *testing.T) {
 				t.Errorf("result %+v, want %+v", res, tc.res)
 			}
 			// The body ended cleanly: the connection is pooled.
-			if _, err := a.Stream(context.Background(), request("p", tc.maxTokens, 1), &enginetest.RecSink{}); err != nil || srv.Accepts() != 1 {
+			if _, err := a.Stream(enginetest.Ctx(t), request("p", tc.maxTokens, 1), &enginetest.RecSink{}); err != nil || srv.Accepts() != 1 {
 				t.Errorf("second stream: %v, %d connections (want 1)", err, srv.Accepts())
 			}
 		})
@@ -396,7 +402,7 @@ func TestStreamEnds(t *testing.T) {
 			srv := newScripted(t, tc.h)
 			a := newAdapter(t, srv.URL(), Options{})
 			sink := &enginetest.RecSink{}
-			res, err := a.Stream(context.Background(), request("p", 8, 1), sink)
+			res, err := a.Stream(enginetest.Ctx(t), request("p", 8, 1), sink)
 			if len(sink.Tokens()) != tc.tokens {
 				t.Errorf("%d tokens %q, want %d", len(sink.Tokens()), sink.Tokens(), tc.tokens)
 			}
@@ -450,13 +456,13 @@ func TestStatusErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newScripted(t, replay(tc.raw))
 			a := newAdapter(t, srv.URL(), Options{})
-			_, err := a.Stream(context.Background(), request("p", 8, 1), &enginetest.RecSink{})
+			_, err := a.Stream(enginetest.Ctx(t), request("p", 8, 1), &enginetest.RecSink{})
 			e := wantKind(t, err, tc.kind)
 			if !strings.Contains(e.Message, tc.msg) || e.AfterFirstToken {
 				t.Errorf("error %+v, want message containing %q", e, tc.msg)
 			}
 			// The error body was read whole: the connection is reused.
-			_, _ = a.Stream(context.Background(), request("p", 8, 1), &enginetest.RecSink{})
+			_, _ = a.Stream(enginetest.Ctx(t), request("p", 8, 1), &enginetest.RecSink{})
 			if srv.Accepts() != 1 {
 				t.Errorf("%d connections, want 1", srv.Accepts())
 			}
@@ -480,7 +486,7 @@ func TestRequest(t *testing.T) {
 			`{"text_input":"q\"\n","parameters":{"stream":true,"temperature":0,"seed":-7,"return_num_output_tokens":true,"return_finish_reason":true,"return_num_input_tokens":true}}`},
 	} {
 		a := newAdapter(t, srv.URL(), Options{Model: tc.model})
-		if _, err := a.Stream(context.Background(), tc.req, &enginetest.RecSink{}); err != nil {
+		if _, err := a.Stream(enginetest.Ctx(t), tc.req, &enginetest.RecSink{}); err != nil {
 			t.Fatal(err)
 		}
 		path, body := srv.last()
@@ -498,7 +504,7 @@ func TestFlushCoalescing(t *testing.T) {
 		srv := newScripted(t, replay(sseHead(200)+events(docParis, docDot, docThe, final)+lastChunk))
 		a := newAdapter(t, srv.URL(), Options{})
 		sink := &enginetest.RecSink{}
-		if _, err := a.Stream(context.Background(), request("p", 4, 1), sink); err != nil {
+		if _, err := a.Stream(enginetest.Ctx(t), request("p", 4, 1), sink); err != nil {
 			t.Fatal(err)
 		}
 		if len(sink.Tokens()) != 4 || sink.Flushes() != 0 {
@@ -528,8 +534,13 @@ func TestFlushCoalescing(t *testing.T) {
 			return true
 		})
 		a := newAdapter(t, srv.URL(), Options{})
-		sink := &enginetest.RecSink{OnFlush: func() { flushed <- struct{}{} }}
-		res, err := a.Stream(context.Background(), request("p", 3, 1), sink)
+		sink := &enginetest.RecSink{OnFlush: func() {
+			select {
+			case flushed <- struct{}{}:
+			default: // more flushes than the engine waits for: the count tells
+			}
+		}}
+		res, err := a.Stream(enginetest.Ctx(t), request("p", 3, 1), sink)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -552,7 +563,7 @@ func TestFinishedFrameThenSilence(t *testing.T) {
 	})
 	defer close(release)
 	a := newAdapter(t, srv.URL(), Options{})
-	res, err := a.Stream(context.Background(), request("p", 3, 1), &enginetest.RecSink{})
+	res, err := a.Stream(enginetest.Ctx(t), request("p", 3, 1), &enginetest.RecSink{})
 	if err != nil || res.FinishReason != "stop" || res.TokensOut != 1 {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -564,7 +575,7 @@ func TestFinishedFrameThenSilence(t *testing.T) {
 func TestHeaderTimeout(t *testing.T) {
 	s := startFake(t, fake.Options{TTFT: time.Hour})
 	a := newAdapter(t, s.URL(), Options{HeaderTimeout: 50 * time.Millisecond})
-	_, err := a.Stream(context.Background(), request("x", 4, 1), &enginetest.RecSink{})
+	_, err := a.Stream(enginetest.Ctx(t), request("x", 4, 1), &enginetest.RecSink{})
 	e := wantKind(t, err, engines.KindUpstream)
 	if !strings.Contains(e.Message, "no response header") {
 		t.Errorf("error %v", e)
@@ -574,7 +585,7 @@ func TestHeaderTimeout(t *testing.T) {
 
 func TestConnectionRefused(t *testing.T) {
 	a := newAdapter(t, enginetest.RefusedURL(t), Options{})
-	_, err := a.Stream(context.Background(), request("x", 1, 1), &enginetest.RecSink{})
+	_, err := a.Stream(enginetest.Ctx(t), request("x", 1, 1), &enginetest.RecSink{})
 	wantKind(t, err, engines.KindUnavailable)
 	wantKind(t, a.Health(context.Background()), engines.KindUnavailable)
 	wantKind(t, a.Live(context.Background()), engines.KindUnavailable)
@@ -631,7 +642,7 @@ func TestScrapeLoadFake(t *testing.T) {
 	s := startFake(t, fake.Options{Slots: 1, Ctx: 100, TTFT: time.Hour})
 	a := newAdapter(t, s.URL(), Options{})
 	viaURL := newAdapter(t, "http://127.0.0.1:1", Options{MetricsURL: s.URL() + "/metrics"})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(enginetest.Ctx(t))
 	done := make(chan struct{})
 	for i := range 2 {
 		go func() {
@@ -639,7 +650,11 @@ func TestScrapeLoadFake(t *testing.T) {
 			_, _ = a.Stream(ctx, request("a b c", 4, int64(i)), &enginetest.RecSink{})
 		}()
 	}
-	defer func() { cancel(); <-done; <-done }()
+	defer func() {
+		cancel()
+		enginetest.Wait(t, done, "a stream to end")
+		enginetest.Wait(t, done, "the other stream to end")
+	}()
 	enginetest.Eventually(t, "1 running, 1 queued", func() bool { return s.InFlight() == 1 && s.Deferred() == 1 })
 	for _, ad := range []*Adapter{a, viaURL} {
 		l, err := ad.ScrapeLoad(context.Background())

@@ -83,7 +83,7 @@ func TestStreamFake(t *testing.T) {
 			f := newFake(t, tc.o)
 			a := newAdapter(t, f.URL(), Options{})
 			sink := &enginetest.RecSink{}
-			res, err := a.Stream(context.Background(), &engines.Request{Prompt: prompt, MaxTokens: tc.max, Seed: 7}, sink)
+			res, err := a.Stream(enginetest.Ctx(t), &engines.Request{Prompt: prompt, MaxTokens: tc.max, Seed: 7}, sink)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -152,7 +152,7 @@ func TestStreamFakeFaults(t *testing.T) {
 			f := newFake(t, tc.o)
 			a := newAdapter(t, f.URL(), tc.opts)
 			sink := &enginetest.RecSink{}
-			_, err := a.Stream(context.Background(), &tc.req, sink)
+			_, err := a.Stream(enginetest.Ctx(t), &tc.req, sink)
 			e, ok := engines.AsError(err)
 			if !ok {
 				t.Fatalf("err %v, want *engines.Error", err)
@@ -186,7 +186,7 @@ func TestStreamCancel(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake(t, tc.o)
 			a := newAdapter(t, f.URL(), Options{})
-			ctx, cancel := context.WithCancel(context.Background())
+			ctx, cancel := context.WithCancel(enginetest.Ctx(t))
 			defer cancel()
 			var atCancel atomic.Int32
 			sink := &enginetest.RecSink{OnToken: func(n int) {
@@ -205,7 +205,7 @@ func TestStreamCancel(t *testing.T) {
 			enginetest.Eventually(t, "the fake to free the slot", func() bool { return f.InFlight() == 0 })
 			if tc.o.Fail == "" {
 				// The slot serves the next request.
-				if _, err := a.Stream(context.Background(), &engines.Request{Prompt: "x", MaxTokens: 2}, enginetest.NopSink{}); err != nil {
+				if _, err := a.Stream(enginetest.Ctx(t), &engines.Request{Prompt: "x", MaxTokens: 2}, enginetest.NopSink{}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -229,7 +229,7 @@ func TestStreamQueued(t *testing.T) {
 	enginetest.LeakCheck(t)
 	f := newFake(t, fake.Options{Slots: 1, Ctx: 64, ITL: 5 * time.Millisecond})
 	a := newAdapter(t, f.URL(), Options{})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(enginetest.Ctx(t))
 	defer cancel()
 	first := make(chan error, 1)
 	started := make(chan struct{})
@@ -242,10 +242,17 @@ func TestStreamQueued(t *testing.T) {
 		_, err := a.Stream(ctx, &engines.Request{Prompt: "a b c", MaxTokens: 40}, sink)
 		first <- err
 	}()
-	<-started
+	select {
+	case <-started:
+	case err := <-first:
+		t.Fatalf("first stream ended before its first token: %v", err)
+	case <-time.After(enginetest.WaitTimeout):
+		t.Fatal("timed out waiting for the first stream's first token")
+	}
 	second := make(chan error, 1)
+	ctx2 := enginetest.Ctx(t)
 	go func() {
-		_, err := a.Stream(context.Background(), &engines.Request{Prompt: "d", MaxTokens: 2}, enginetest.NopSink{})
+		_, err := a.Stream(ctx2, &engines.Request{Prompt: "d", MaxTokens: 2}, enginetest.NopSink{})
 		second <- err
 	}()
 	enginetest.Eventually(t, "the second request to wait", func() bool { return f.Deferred() == 1 })
@@ -257,10 +264,10 @@ func TestStreamQueued(t *testing.T) {
 		t.Fatalf("load %+v, want 1 running, 1 waiting, some KV usage", l)
 	}
 	cancel()
-	if err := <-first; !errors.Is(err, context.Canceled) {
+	if err := enginetest.Recv(t, first, "the first stream to end after cancel"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("first: %v", err)
 	}
-	if err := <-second; err != nil {
+	if err := enginetest.Recv(t, second, "the queued stream to end"); err != nil {
 		t.Fatalf("second: %v", err)
 	}
 	l, err = a.ScrapeLoad(context.Background())
@@ -286,7 +293,7 @@ func TestStreamRequest(t *testing.T) {
 	a := newAdapter(t, srv.URL(), Options{})
 	prompt := "quote\" back\\ nl\n ctrl\x01 é 😀 \u2028 </script>"
 	for range 2 {
-		if _, err := a.Stream(context.Background(), &engines.Request{Prompt: prompt, MaxTokens: 16, Seed: -7}, enginetest.NopSink{}); err != nil {
+		if _, err := a.Stream(enginetest.Ctx(t), &engines.Request{Prompt: prompt, MaxTokens: 16, Seed: -7}, enginetest.NopSink{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -294,7 +301,7 @@ func TestStreamRequest(t *testing.T) {
 		t.Fatalf("/v1/models fetched %d times, want 1", n)
 	}
 	var body map[string]any
-	dec := json.NewDecoder(bytes.NewReader(<-bodies))
+	dec := json.NewDecoder(bytes.NewReader(enginetest.Recv(t, bodies, "the request body")))
 	dec.UseNumber()
 	if err := dec.Decode(&body); err != nil {
 		t.Fatal(err)
@@ -326,16 +333,16 @@ func TestStreamModelRefresh(t *testing.T) {
 		return sseResponse(textEvent(" a", "length"), usageEvent(2, 1), doneEvent)
 	}))
 	a := newAdapter(t, srv.URL(), Options{})
-	if _, err := a.Stream(context.Background(), testReq, enginetest.NopSink{}); err != nil {
+	if _, err := a.Stream(enginetest.Ctx(t), testReq, enginetest.NopSink{}); err != nil {
 		t.Fatal(err)
 	}
 	current.Store("new")
-	if _, err := a.Stream(context.Background(), testReq, enginetest.NopSink{}); err != nil {
+	if _, err := a.Stream(enginetest.Ctx(t), testReq, enginetest.NopSink{}); err != nil {
 		t.Fatalf("after the model changed: %v", err)
 	}
 	// A fixed Options.Model is never replaced.
 	b := newAdapter(t, srv.URL(), Options{Model: "old"})
-	_, err := b.Stream(context.Background(), testReq, enginetest.NopSink{})
+	_, err := b.Stream(enginetest.Ctx(t), testReq, enginetest.NopSink{})
 	if e, ok := engines.AsError(err); !ok || e.Kind != engines.KindInvalidRequest || e.Status != 404 {
 		t.Fatalf("fixed model: %v", err)
 	}
@@ -391,7 +398,7 @@ func TestStreamFrames(t *testing.T) {
 		srv := enginetest.NewServer(t, enginetest.ServeAlways(sseResponse(tc.evs...)))
 		a := newAdapter(t, srv.URL(), Options{Model: "m"})
 		sink := &enginetest.RecSink{}
-		res, err := a.Stream(context.Background(), testReq, sink)
+		res, err := a.Stream(enginetest.Ctx(t), testReq, sink)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
@@ -455,7 +462,7 @@ func TestStreamErrors(t *testing.T) {
 		srv := enginetest.NewServer(t, enginetest.ServeOnce(tc.resp))
 		a := newAdapter(t, srv.URL(), Options{Model: "m"})
 		sink := &enginetest.RecSink{}
-		_, err := a.Stream(context.Background(), testReq, sink)
+		_, err := a.Stream(enginetest.Ctx(t), testReq, sink)
 		e, ok := engines.AsError(err)
 		if !ok {
 			t.Fatalf("%s: err %v, want *engines.Error", tc.name, err)
@@ -488,7 +495,7 @@ func TestStreamFlush(t *testing.T) {
 	}
 	a := newAdapter(t, "http://vllm.test:8000", Options{Model: "m", Dial: enginetest.MemDialer(parts...)})
 	sink := &enginetest.RecSink{}
-	res, err := a.Stream(context.Background(), testReq, sink)
+	res, err := a.Stream(enginetest.Ctx(t), testReq, sink)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -358,7 +358,7 @@ func TestQueueAndOverload(t *testing.T) {
 	if fresh := metrics(t, s); strings.Contains(fresh, "tgi_queue_size") || strings.Contains(fresh, "tgi_batch_current_size") {
 		t.Fatalf("fresh /metrics has gauges:\n%s", fresh)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	c := faketest.Client(t)
 	var bodies []io.Closer
 	for range fake.DefaultSlots + 2 {
@@ -409,7 +409,7 @@ func TestQueueAndOverload(t *testing.T) {
 // TestCancelMidStream: a client that leaves frees its slot at once.
 func TestCancelMidStream(t *testing.T) {
 	s := startFake(t, fake.Options{ITL: time.Hour})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	resp := post(t, ctx, faketest.Client(t), s.URL()+"/generate_stream", `{"inputs":"a","parameters":{"max_new_tokens":50}}`)
 	br := bufio.NewReader(resp.Body)
 	if ev, err := readEvent(br); err != nil || decode(t, ev).Index != 1 {

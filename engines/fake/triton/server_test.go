@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -33,23 +34,32 @@ type response struct {
 
 func do(t testing.TB, c *http.Client, method, url, body string) response {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	r, err := tryDo(c, method, url, body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+// tryDo is do for another goroutine than the test's: it returns the error.
+func tryDo(c *http.Client, method, url, body string) (response, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return response{}, err
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
+		return response{}, fmt.Errorf("%s %s: %w", method, url, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: reading the body: %v", method, url, err)
+		return response{}, fmt.Errorf("%s %s: reading the body: %w", method, url, err)
 	}
-	return response{resp.StatusCode, resp.Header.Get("Content-Type"), b}
+	return response{resp.StatusCode, resp.Header.Get("Content-Type"), b}, nil
 }
 
 // tframe is a decoded generate_stream frame.
@@ -460,18 +470,18 @@ func TestMidstreamFaults(t *testing.T) {
 }
 
 // readFrames reads n SSE events from a chunked response.
-func readFrames(t testing.TB, r io.Reader, n int) {
-	t.Helper()
+func readFrames(r io.Reader, n int) error {
 	br := bufio.NewReader(r)
 	for i := 0; i < n; i++ {
 		line, err := br.ReadString('\n')
 		if err != nil || !strings.HasPrefix(line, "data: {") {
-			t.Fatalf("frame %d: %q %v", i, line, err)
+			return fmt.Errorf("frame %d: %q %v", i, line, err)
 		}
 		if blank, err := br.ReadString('\n'); err != nil || blank != "\n" {
-			t.Fatalf("frame %d end: %q %v", i, blank, err)
+			return fmt.Errorf("frame %d end: %q %v", i, blank, err)
 		}
 	}
+	return nil
 }
 
 func TestStallAndCancelFreeTheSlot(t *testing.T) {
@@ -490,25 +500,27 @@ func TestStallAndCancelFreeTheSlot(t *testing.T) {
 			defer cancel()
 			req, _ := http.NewRequestWithContext(ctx, "POST", genURL(s, "generate_stream"), strings.NewReader(streamBody("x", 50, 1, "")))
 			c := faketest.Client(t)
-			read := make(chan struct{})
+			read := make(chan error, 1) // the frames read, or why not
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
 				resp, err := c.Do(req)
 				if err != nil {
-					return // canceled before the header
+					read <- err // canceled before the header
+					return
 				}
 				defer resp.Body.Close()
-				readFrames(t, resp.Body, tc.read)
-				close(read)
+				read <- readFrames(resp.Body, tc.read)
 				_, _ = io.Copy(io.Discard, resp.Body)
 			}()
 			if tc.read > 0 {
-				<-read
+				if err := faketest.Recv(t, read, "the first frames"); err != nil {
+					t.Fatalf("reading %d frames: %v", tc.read, err)
+				}
 			}
 			faketest.WaitFor(t, "slot taken", func() bool { return s.InFlight() == 1 })
 			cancel()
-			<-done
+			faketest.Recv(t, done, "the request to end after cancel")
 			faketest.WaitFor(t, "slot freed", func() bool { return s.InFlight() == 0 })
 		})
 	}
@@ -521,18 +533,22 @@ func TestSlotsQueueFIFO(t *testing.T) {
 		i    int
 		at   time.Time
 		resp response
+		err  error
 	}
 	results := make(chan result, 3)
 	for i := range 3 {
 		go func() {
-			r := do(t, c, "POST", genURL(s, "generate_stream"), streamBody("q"+strconv.Itoa(i), 3, 1, ""))
-			results <- result{i, time.Now(), r}
+			r, err := tryDo(c, "POST", genURL(s, "generate_stream"), streamBody("q"+strconv.Itoa(i), 3, 1, ""))
+			results <- result{i, time.Now(), r, err}
 		}()
 		faketest.WaitFor(t, "queued in order", func() bool { return s.InFlight()+s.Deferred() == i+1 })
 	}
 	order := []int{}
 	for range 3 {
-		r := <-results
+		r := faketest.Recv(t, results, "a request to end")
+		if r.err != nil {
+			t.Fatalf("request %d: %v", r.i, r.err)
+		}
 		if r.resp.status != 200 || len(faketest.Events(t, r.resp.body)) != 3 {
 			t.Errorf("request %d: %d %s", r.i, r.resp.status, r.resp.body)
 		}

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -315,7 +314,7 @@ func TestFaults(t *testing.T) {
 
 	// stall: 2 chunks, then silence holding the slot until the client goes.
 	s, c = start(t, fake.Options{Fail: fake.FailStall, Slots: 1})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL()+"/v1/completions", strings.NewReader(body))
 	resp, err = c.Do(req)
 	if err != nil {
@@ -346,19 +345,40 @@ func TestSlots(t *testing.T) {
 	leakCheck(t)
 	s, c := start(t, fake.Options{Slots: 1, ITL: 2 * time.Millisecond})
 	// Each request streams long enough to hold the slot until canceled;
-	// got[i] closes at its first chunk.
-	var wg sync.WaitGroup
+	// got[i] closes at its first chunk, ended[i] when its goroutine ends.
 	var cancels [4]context.CancelFunc
-	var got [4]chan struct{}
+	var got, ended [4]chan struct{}
+	defer func() {
+		for _, cancel := range cancels {
+			if cancel != nil {
+				cancel()
+			}
+		}
+		for i, e := range ended {
+			if e != nil {
+				faketest.Recv(t, e, "request "+strconv.Itoa(i)+" to end after cancel")
+			}
+		}
+	}()
+	// first waits for request i's first chunk.
+	first := func(i int, what string) {
+		t.Helper()
+		select {
+		case <-got[i]:
+		case <-ended[i]:
+			t.Fatalf("%s: request %d ended without a chunk", what, i)
+		case <-time.After(faketest.WaitTimeout):
+			t.Fatalf("%s: timed out waiting for request %d's first chunk", what, i)
+		}
+	}
 	for i := range 4 {
 		if i > 0 {
 			faketest.WaitFor(t, "the queue to grow", func() bool { return s.Deferred() == i-1 && s.InFlight() == 1 })
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		cancels[i], got[i] = cancel, make(chan struct{})
-		wg.Add(1)
+		ctx, cancel := context.WithCancel(t.Context())
+		cancels[i], got[i], ended[i] = cancel, make(chan struct{}), make(chan struct{})
 		go func() {
-			defer wg.Done()
+			defer close(ended[i])
 			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL()+"/v1/completions", strings.NewReader(`{"prompt":"a","max_tokens":4000,"stream":true}`))
 			resp, err := c.Do(req)
 			if err != nil {
@@ -372,15 +392,9 @@ func TestSlots(t *testing.T) {
 			_, _ = io.Copy(io.Discard, resp.Body)
 		}()
 		if i == 0 {
-			<-got[0]
+			first(0, "the slot holder")
 		}
 	}
-	defer func() {
-		for _, cancel := range cancels {
-			cancel()
-		}
-		wg.Wait()
-	}()
 	faketest.WaitFor(t, "three waiting", func() bool { return s.Deferred() == 3 })
 	m := metricsText(t, c, s.URL())
 	for _, want := range []string{
@@ -395,11 +409,7 @@ func TestSlots(t *testing.T) {
 	cancels[2]()
 	faketest.WaitFor(t, "the leaver to go", func() bool { return s.Deferred() == 2 })
 	cancels[0]()
-	select {
-	case <-got[1]:
-	case <-time.After(faketest.WaitTimeout):
-		t.Fatal("the first in line did not get the slot")
-	}
+	first(1, "the first in line to get the slot")
 	if s.InFlight() != 1 || s.Deferred() != 1 {
 		t.Fatalf("in flight %d, deferred %d", s.InFlight(), s.Deferred())
 	}
@@ -409,7 +419,7 @@ func TestSlots(t *testing.T) {
 	default:
 	}
 	cancels[1]()
-	<-got[3]
+	first(3, "the last in line to get the slot")
 	cancels[3]()
 	faketest.WaitFor(t, "idle", func() bool { return s.InFlight() == 0 && s.Deferred() == 0 })
 }

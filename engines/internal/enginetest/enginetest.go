@@ -8,6 +8,8 @@
 package enginetest
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -32,6 +34,54 @@ func Wait(t testing.TB, ch <-chan struct{}, what string) {
 	case <-ch:
 	case <-time.After(WaitTimeout):
 		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// errCtxExpired is the cause of a Ctx context that outlived WaitTimeout.
+var errCtxExpired = errors.New("enginetest: the test's context expired after WaitTimeout")
+
+// Ctx returns the context for a call that waits on an engine, a fake or a
+// script: it is canceled when the test ends and after WaitTimeout, so that
+// a bug makes the call fail instead of hang. When WaitTimeout elapsed the
+// test fails, saying so, at cleanup.
+func Ctx(t testing.TB) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeoutCause(t.Context(), WaitTimeout, errCtxExpired)
+	t.Cleanup(func() {
+		if context.Cause(ctx) == errCtxExpired {
+			t.Errorf("enginetest.Ctx: a call's context expired after %v: something waited without bound", WaitTimeout)
+		}
+		cancel()
+	})
+	return ctx
+}
+
+// Recv receives a value from ch, failing the test after WaitTimeout.
+func Recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(WaitTimeout):
+		t.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
+	}
+}
+
+// waitGroup waits for wg, reporting whether it finished within WaitTimeout.
+// When it did not, the goroutine waiting for wg stays until it does.
+func waitGroup(wg interface{ Wait() }) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(WaitTimeout):
+		return false
 	}
 }
 

@@ -3,13 +3,16 @@ package enginetest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestChunked(t *testing.T) {
@@ -85,7 +88,11 @@ func TestServer(t *testing.T) {
 		return []byte("HTTP/1.1 200 OK\r\n" + hdr + "Content-Length: " + strconv.Itoa(len(resp)) + "\r\n\r\n" + resp)
 	}))
 	for i, want := range []string{"/a x", "/b y", "/c z"} {
-		resp, err := http.Post(srv.URL()+want[:2], "text/plain", strings.NewReader(want[3:]))
+		req, err := http.NewRequestWithContext(Ctx(t), "POST", srv.URL()+want[:2], strings.NewReader(want[3:]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,6 +128,7 @@ func TestPipeDialer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_ = nc.SetDeadline(time.Now().Add(WaitTimeout)) // a script that never answers fails the read
 	req, _ := http.NewRequest("GET", "http://engine.test/", nil)
 	go func() { _ = req.Write(nc) }()
 	resp, err := http.ReadResponse(bufio.NewReader(nc), req)
@@ -129,7 +137,7 @@ func TestPipeDialer(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	nc.Close()
-	pd.Wait()
+	pd.Wait(t)
 	if string(body) != "ok" || pd.Dials() != 1 {
 		t.Fatalf("body %q, %d dials", body, pd.Dials())
 	}
@@ -144,5 +152,29 @@ func TestRecSink(t *testing.T) {
 	s.Token([]byte("c"))
 	if s.Log() != "TTFT" || s.Text() != "abc" || len(s.Tokens()) != 3 || s.Flushes() != 1 || flushes != 1 {
 		t.Fatalf("log %q text %q flushes %d", s.Log(), s.Text(), s.Flushes())
+	}
+}
+
+func TestCtx(t *testing.T) {
+	var ctx context.Context
+	t.Run("sub", func(t *testing.T) {
+		ctx = Ctx(t)
+		if d, ok := ctx.Deadline(); !ok || time.Until(d) > WaitTimeout {
+			t.Fatalf("deadline %v, %v; want within %v", d, ok, WaitTimeout)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("done early: %v", ctx.Err())
+		}
+	})
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		t.Fatalf("after the test: %v, want context.Canceled", ctx.Err())
+	}
+}
+
+func TestRecv(t *testing.T) {
+	ch := make(chan int, 1)
+	ch <- 7
+	if got := Recv(t, ch, "a value"); got != 7 {
+		t.Fatalf("Recv = %d, want 7", got)
 	}
 }

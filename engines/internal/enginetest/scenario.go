@@ -69,7 +69,7 @@ func CheckCancel(t *testing.T, points []CancelPoint, open func(url string) Strea
 			close(closed)
 		})
 		stream := open(srv.URL())
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancel(Ctx(t))
 		ready := make(chan struct{})
 		sink := &RecSink{OnToken: func(n int) {
 			if n == p.Tokens {
@@ -103,7 +103,7 @@ func CheckCancel(t *testing.T, points []CancelPoint, open func(url string) Strea
 // next frames are already buffered (SPEC §3.3).
 func CheckNoTokenAfterCancel(t *testing.T, stream StreamFunc) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(Ctx(t))
 	defer cancel()
 	sink := &RecSink{OnToken: func(int) { cancel() }}
 	if err := stream(ctx, sink); !errors.Is(err, context.Canceled) {
@@ -136,7 +136,7 @@ func CheckSinkPanic(t *testing.T, resp []byte, open func(url string) StreamFunc)
 				t.Fatal("no panic")
 			}
 		}()
-		_ = stream(context.Background(), PanicSink{})
+		_ = stream(Ctx(t), PanicSink{})
 	}()
 	Wait(t, closed, "the engine to see the connection close")
 }

@@ -35,12 +35,15 @@ func (c *Conn) WaitClosed() { _, _ = io.Copy(io.Discard, c.br) }
 // Server is a loopback (127.0.0.1) replay server: its script runs once per
 // accepted connection, in its own goroutine, and owns it.
 type Server struct {
+	tb      testing.TB
 	ln      net.Listener
 	accepts atomic.Int32
 	script  func(c *Conn)
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	conns   []net.Conn
+	closed  bool
+	stuck   bool // a Close gave up waiting: the next ones do not wait
 }
 
 // NewServer starts a Server running script on each connection; it is
@@ -51,7 +54,7 @@ func NewServer(tb testing.TB, script func(c *Conn)) *Server {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s := &Server{ln: ln, script: script}
+	s := &Server{tb: tb, ln: ln, script: script}
 	s.wg.Add(1)
 	go s.serve()
 	tb.Cleanup(s.Close)
@@ -76,6 +79,11 @@ func (s *Server) serve() {
 		}
 		s.accepts.Add(1)
 		s.mu.Lock()
+		if s.closed { // accepted just as Close ran: it closes no more
+			s.mu.Unlock()
+			_ = c.Close()
+			return
+		}
 		s.conns = append(s.conns, c)
 		s.mu.Unlock()
 		s.wg.Add(1)
@@ -88,15 +96,28 @@ func (s *Server) serve() {
 }
 
 // Close stops accepting, closes every connection and waits for the
-// scripts to return. It may be called more than once.
+// scripts to return; a script still running after WaitTimeout (it waits
+// for something else than its connection) fails the test, once: later
+// calls do not wait for it again. It may be called more than once.
 func (s *Server) Close() {
+	s.tb.Helper()
 	_ = s.ln.Close()
 	s.mu.Lock()
+	s.closed = true
 	for _, c := range s.conns {
 		_ = c.Close()
 	}
+	stuck := s.stuck
 	s.mu.Unlock()
-	s.wg.Wait()
+	if stuck {
+		return
+	}
+	if !waitGroup(&s.wg) {
+		s.mu.Lock()
+		s.stuck = true
+		s.mu.Unlock()
+		s.tb.Errorf("enginetest.Server: a script still runs %v after its connection was closed", WaitTimeout)
+	}
 }
 
 // ServeEach is a script answering every request on every connection with
@@ -183,12 +204,17 @@ type PipeDialer struct {
 	Script func(c *Conn)
 	dials  atomic.Int32
 	wg     sync.WaitGroup
+	mu     sync.Mutex
+	srvs   []net.Conn
 }
 
 // Dial has the signature of net.Dialer.DialContext.
 func (p *PipeDialer) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	p.dials.Add(1)
 	cli, srv := net.Pipe()
+	p.mu.Lock()
+	p.srvs = append(p.srvs, srv)
+	p.mu.Unlock()
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -202,5 +228,21 @@ func (p *PipeDialer) Dial(ctx context.Context, network, addr string) (net.Conn, 
 func (p *PipeDialer) Dials() int { return int(p.dials.Load()) }
 
 // Wait waits for every script to return (after the client closed its
-// connections).
-func (p *PipeDialer) Wait() { p.wg.Wait() }
+// connections). When one still runs after WaitTimeout, it fails the test
+// and closes the engine's side of every connection, which ends a script
+// waiting for the client.
+func (p *PipeDialer) Wait(t testing.TB) {
+	t.Helper()
+	if waitGroup(&p.wg) {
+		return
+	}
+	t.Errorf("enginetest.PipeDialer: a script still runs %v after the client closed its connections", WaitTimeout)
+	p.mu.Lock()
+	for _, c := range p.srvs {
+		_ = c.Close()
+	}
+	p.mu.Unlock()
+	if !waitGroup(&p.wg) {
+		t.Errorf("enginetest.PipeDialer: a script still runs %v after its connection was closed", WaitTimeout)
+	}
+}

@@ -47,7 +47,7 @@ func TestStartStream(t *testing.T) {
 		c := memClient(t, tc.resp)
 		var x Exchange
 		buf := make([]byte, 0, 8)
-		body, ok, err := c.StartStream(context.Background(), []byte("GET / HTTP/1.1\r\n\r\n"), 0, &x, &buf, 1<<10)
+		body, ok, err := c.StartStream(enginetest.Ctx(t), []byte("GET / HTTP/1.1\r\n\r\n"), 0, &x, &buf, 1<<10)
 		if ok != tc.ok || string(body) != tc.errBody || (tc.status != 0 && x.Status != tc.status) {
 			t.Errorf("%s: ok=%v status %d body %q, want ok=%v status %d body %q", tc.name, ok, x.Status, body, tc.ok, tc.status, tc.errBody)
 		}

@@ -1,8 +1,9 @@
 // Package faketest holds what the fake engines' tests share: starting a
 // replica on a loopback port for the length of a test, an HTTP client that
 // leaves no idle connection behind (goleak), polling for state the fake
-// reaches on its own, splitting SSE bodies and rendering a JSON document's
-// shape to compare a fake's output with an engine's documented capture.
+// reaches on its own, bounded channel receives, splitting SSE bodies and
+// rendering a JSON document's shape to compare a fake's output with an
+// engine's documented capture.
 package faketest
 
 import (
@@ -66,6 +67,19 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// Recv receives a value from ch, failing the test after WaitTimeout.
+func Recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(WaitTimeout):
+		t.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
 	}
 }
 

@@ -39,7 +39,11 @@ func TestGroupClose(t *testing.T) {
 	}) {
 		t.Fatal("Go on an open group = false")
 	}
-	<-started
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second): // a guard against hangs
+		t.Fatal("the goroutine Go started never ran")
+	}
 	stopErr := errors.New("listener")
 	if err := g.Close(func() error { return stopErr }); err != stopErr {
 		t.Fatalf("Close = %v, want the stop error", err)

@@ -111,6 +111,7 @@ func TestPoolAcquire(t *testing.T) {
 	// which they were granted it.
 	p.SetSize(1)
 	done := make(chan struct{})
+	defer close(done) // should the test fail, waiters still queued leave
 	if !p.Acquire(&mu, nil, done) {
 		t.Fatal("Acquire on a free slot failed")
 	}
@@ -153,17 +154,33 @@ func TestPoolAcquire(t *testing.T) {
 		queued(i + 1) // one by one, so that their order is known
 	}
 	gone := make(chan struct{})
-	left := make(chan bool)
+	left := make(chan bool, 1)
 	go func() { left <- p.Acquire(&mu, gone, done) }()
 	queued(n + 1)
 	close(gone)
-	if <-left {
-		t.Fatal("Acquire succeeded after its client left")
+	select {
+	case ok := <-left:
+		if ok {
+			t.Fatal("Acquire succeeded after its client left")
+		}
+	case <-time.After(10 * time.Second): // a guard against hangs
+		t.Fatal("Acquire did not return after its client left")
 	}
 	mu.Lock()
 	p.Release() // the holder's slot starts the chain
 	mu.Unlock()
-	wg.Wait()
+	granted := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(granted)
+	}()
+	select {
+	case <-granted:
+	case <-time.After(10 * time.Second): // a guard against hangs
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("not every queued request got the slot; granted in order %v", order)
+	}
 	for i, got := range order {
 		if got != i {
 			t.Fatalf("slots granted in order %v, want FIFO", order)
