@@ -2,7 +2,6 @@ package features
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -26,6 +24,8 @@ import (
 	"github.com/llama-orch/llama-orch/gateway"
 	"github.com/llama-orch/llama-orch/gateway/config"
 	"github.com/llama-orch/llama-orch/sse"
+
+	"github.com/llama-orch/llama-orch/internal/syncbuf"
 )
 
 // API keys of every scenario's config (SPEC §7).
@@ -260,22 +260,7 @@ func (w *world) close() error {
 }
 
 // syncBuffer collects the gateway's warnings, shown when a scenario fails.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 // response is one complete HTTP exchange as the client saw it.
 type response struct {

@@ -1,17 +1,17 @@
 package gateway
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/llama-orch/llama-orch/internal/syncbuf"
 )
 
 // Logs (issue 6 item 4, SPEC §8): the mixed workload plus a drain and a
@@ -20,24 +20,7 @@ import (
 // may contain an API key (plain or as its SHA-256 hex) or prompt text.
 
 // syncBuffer is a zap sink tests can read while the server writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Sync() error { return nil }
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 // jsonLogger logs everything from debug up as production zap JSON.
 func jsonLogger(buf *syncBuffer) *zap.Logger {

@@ -18,6 +18,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/llama-orch/llama-orch/gateway/config"
+
+	"github.com/llama-orch/llama-orch/internal/syncbuf"
 )
 
 // fasthttp's worker-pool cleaner outlives a shut-down server by its idle
@@ -373,22 +375,7 @@ func envOf(m map[string]string) func(string) string {
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a concurrent reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 // runCase runs orchctl and returns exit code, stdout and stderr.
 func runCase(args []string, env map[string]string) (int, string, string) {
