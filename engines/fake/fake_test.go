@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/llama-orch/llama-orch/engines/fake/internal/faketest"
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
 )
 
 func TestNewValidates(t *testing.T) {
@@ -461,7 +462,7 @@ func TestDeferredQueue(t *testing.T) {
 		wg.Wait()
 		close(served)
 	}()
-	faketest.Recv(t, served, "the deferred requests to be served")
+	enginetest.Recv(t, served, "the deferred requests to be served")
 	for i := 1; i <= 2; i++ {
 		if errs[i] != nil {
 			t.Errorf("request %d: %v", i, errs[i])

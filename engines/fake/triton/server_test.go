@@ -19,6 +19,7 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines/fake"
 	"github.com/llama-orch/llama-orch/engines/fake/internal/faketest"
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -514,13 +515,13 @@ func TestStallAndCancelFreeTheSlot(t *testing.T) {
 				_, _ = io.Copy(io.Discard, resp.Body)
 			}()
 			if tc.read > 0 {
-				if err := faketest.Recv(t, read, "the first frames"); err != nil {
+				if err := enginetest.Recv(t, read, "the first frames"); err != nil {
 					t.Fatalf("reading %d frames: %v", tc.read, err)
 				}
 			}
 			faketest.WaitFor(t, "slot taken", func() bool { return s.InFlight() == 1 })
 			cancel()
-			faketest.Recv(t, done, "the request to end after cancel")
+			enginetest.Recv(t, done, "the request to end after cancel")
 			faketest.WaitFor(t, "slot freed", func() bool { return s.InFlight() == 0 })
 		})
 	}
@@ -545,7 +546,7 @@ func TestSlotsQueueFIFO(t *testing.T) {
 	}
 	order := []int{}
 	for range 3 {
-		r := faketest.Recv(t, results, "a request to end")
+		r := enginetest.Recv(t, results, "a request to end")
 		if r.err != nil {
 			t.Fatalf("request %d: %v", r.i, r.err)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/llama-orch/llama-orch/engines/fake"
 	"github.com/llama-orch/llama-orch/engines/fake/internal/faketest"
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
 )
 
 // ENGINES.md §2, verbatim: the Apr-2026 completion capture, the chat
@@ -356,7 +357,7 @@ func TestSlots(t *testing.T) {
 		}
 		for i, e := range ended {
 			if e != nil {
-				faketest.Recv(t, e, "request "+strconv.Itoa(i)+" to end after cancel")
+				enginetest.Recv(t, e, "request "+strconv.Itoa(i)+" to end after cancel")
 			}
 		}
 	}()

@@ -70,19 +70,6 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// Recv receives a value from ch, failing the test after WaitTimeout.
-func Recv[T any](t testing.TB, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(WaitTimeout):
-		t.Fatalf("timed out waiting for %s", what)
-		var zero T
-		return zero
-	}
-}
-
 // Events splits a whole SSE body into its events' data, failing the test
 // unless every event is exactly one `data: ` line and its blank line.
 func Events(t testing.TB, body []byte) [][]byte {

@@ -33,11 +33,3 @@ func TestWaitFor(t *testing.T) {
 		t.Fatalf("polled %d times", n)
 	}
 }
-
-func TestRecv(t *testing.T) {
-	ch := make(chan string, 1)
-	ch <- "x"
-	if got := Recv(t, ch, "a value"); got != "x" {
-		t.Fatalf("Recv = %q", got)
-	}
-}
