@@ -571,14 +571,7 @@ func TestChaosCutStreams(t *testing.T) {
 // its sessions.
 func TestChaosEngineLoadGoesStale(t *testing.T) {
 	var metricsOff atomic.Bool
-	up, err := fake.New(fake.Options{Slots: 4, ITL: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := up.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
+	up := startFake(t, fake.Options{Slots: 4, ITL: 10 * time.Millisecond})
 	proxied := engineProxy(t, up.URL(), func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path != "/metrics" || !metricsOff.Load() {
 			return false
