@@ -12,12 +12,13 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/llama-orch/llama-orch/engines/internal/enginetest"
 )
 
 // WaitTimeout bounds every wait for state a fake reaches on its own: a
 // guard against hangs, never a performance assertion.
-const WaitTimeout = 10 * time.Second
+const WaitTimeout = enginetest.WaitTimeout
 
 // Server is a fake engine replica.
 type Server interface {
@@ -58,16 +59,11 @@ func Client(t testing.TB) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 3 * WaitTimeout}
 }
 
-// WaitFor polls cond until it holds, failing the test after WaitTimeout.
+// WaitFor polls cond until it holds, failing the test after WaitTimeout
+// (enginetest.Eventually).
 func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(WaitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	enginetest.Eventually(t, what, cond)
 }
 
 // Events splits a whole SSE body into its events' data, failing the test
