@@ -198,3 +198,40 @@ func TestRetryExhaustedWhenLastReplicaLeaves(t *testing.T) {
 		t.Fatalf("r0 after the exhausted retry: %s", names(evs))
 	}
 }
+
+// TestQueuedTaskRunsWhenBreakerHalfOpens: the pool's only replica trips its
+// breaker; a task queued meanwhile runs once open_ms has passed (the
+// half-open trial), without waiting for a release or a health probe — here
+// the next probe is ten minutes away.
+func TestQueuedTaskRunsWhenBreakerHalfOpens(t *testing.T) {
+	var failNext atomic.Int32
+	up := startFake(t, fake.Options{Slots: 2})
+	url := engineProxy(t, up.URL(), func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/completion" || !takeOne(&failNext) {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = io.WriteString(w, `{"error":{"code":500,"message":"injected fault","type":"server_error"}}`)
+		return true
+	})
+	e := newEnv(t, func(c *config.Config) {
+		c.Health.IntervalMs = 600000 // after the first probe, none within the test
+		c.Breaker.ConsecutiveFailures, c.Breaker.OpenMs = 1, 300
+		c.Pools[0].Replicas[0].URL = url
+	}, fake.Options{})
+	r0 := e.srv.poolList()[0].set().replicas[0]
+
+	failNext.Store(1)
+	evs := e.postStream(taskSpec{maxTokens: 2}.body()).all(t)
+	if last := evs[len(evs)-1]; last.name != "error" || last.data["code"] != CodeReplicaExhausted {
+		t.Fatalf("the failing task: %s %v", last.name, last.data)
+	}
+	if s := r0.BreakerState().String(); s != "open" {
+		t.Fatalf("breaker %s after the failure, want open", s)
+	}
+	evs = e.postStream(taskSpec{maxTokens: 2}.body()).all(t)
+	if last := evs[len(evs)-1]; last.name != "end" {
+		t.Fatalf("the task queued behind the open breaker: %s", names(evs))
+	}
+}
